@@ -1,0 +1,421 @@
+#include "minsharp/data.hpp"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sstream>
+
+// The build defines this as the repository root; "." keeps a bare compile working.
+#ifndef MINSHARP_SOURCE_DIR
+#define MINSHARP_SOURCE_DIR "."
+#endif
+
+namespace minsharp {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+[[noreturn]] void fail(const fs::path& file, const std::string& problem) {
+    throw DataError("IDX file '" + file.string() + "': " + problem);
+}
+
+std::string hex_byte(std::uint8_t b) {
+    char text[8];
+    std::snprintf(text, sizeof text, "0x%02x", b);
+    return text;
+}
+
+// ---------------------------------------------------------------------------------------
+// Byte sources: the reader sees one sequential stream, whether the file is raw or gzip.
+
+class ByteSource {
+public:
+    virtual ~ByteSource() = default;
+    /// Reads up to n bytes; returns fewer only when the data ends.
+    virtual std::size_t read(std::uint8_t* dst, std::size_t n) = 0;
+    /// An upper bound on the bytes the whole stream can yield, for reserving memory.
+    virtual std::uint64_t max_size() const = 0;
+};
+
+struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
+FilePtr open_raw(const fs::path& file) {
+    std::error_code ec;
+    if (!fs::exists(file, ec)) fail(file, "not found");
+    if (fs::is_directory(file, ec)) fail(file, "is a directory, expected a file");
+    FilePtr f(std::fopen(file.c_str(), "rb"));
+    if (!f) fail(file, std::string("unreadable: ") + std::strerror(errno));
+    return f;
+}
+
+class RawSource : public ByteSource {
+public:
+    RawSource(FilePtr f, fs::path file, std::uint64_t file_size)
+        : f_(std::move(f)), file_(std::move(file)), file_size_(file_size) {}
+
+    std::size_t read(std::uint8_t* dst, std::size_t n) override {
+        const std::size_t got = std::fread(dst, 1, n, f_.get());
+        if (got < n && std::ferror(f_.get()))
+            fail(file_, std::string("read error: ") + std::strerror(errno));
+        return got;
+    }
+
+    std::uint64_t max_size() const override { return file_size_; }
+
+private:
+    FilePtr f_;
+    fs::path file_;
+    std::uint64_t file_size_;
+};
+
+class GzipSource : public ByteSource {
+public:
+    GzipSource(fs::path file, std::uint64_t file_size)
+        : file_(std::move(file)), file_size_(file_size) {
+        gz_ = gzopen(file_.c_str(), "rb");
+        if (!gz_) fail(file_, std::string("unreadable: ") + std::strerror(errno));
+        gzbuffer(gz_, 1 << 18);  // default 8 KiB makes large files needlessly slow
+    }
+    ~GzipSource() override { gzclose(gz_); }
+    GzipSource(const GzipSource&) = delete;
+    GzipSource& operator=(const GzipSource&) = delete;
+
+    std::size_t read(std::uint8_t* dst, std::size_t n) override {
+        std::size_t total = 0;
+        while (total < n) {
+            const auto chunk = static_cast<unsigned>(std::min<std::size_t>(n - total, INT_MAX));
+            const int got = gzread(gz_, dst + total, chunk);
+            if (got < 0) fail_with_zlib_error();
+            total += static_cast<std::size_t>(got);
+            if (static_cast<unsigned>(got) < chunk) {
+                throw_if_cut_short();
+                break;
+            }
+        }
+        return total;
+    }
+
+    // Deflate expands at most 1032:1.
+    std::uint64_t max_size() const override { return 1032 * file_size_; }
+
+private:
+    [[noreturn]] void fail_with_zlib_error() {
+        int code = Z_OK;
+        const char* message = gzerror(gz_, &code);
+        if (code == Z_ERRNO) fail(file_, std::string("read error: ") + std::strerror(errno));
+        fail(file_, std::string("corrupt gzip stream (zlib: ") + message + ")");
+    }
+
+    // zlib reports a compressed stream that stops mid-way as a non-fatal Z_BUF_ERROR.
+    void throw_if_cut_short() {
+        int code = Z_OK;
+        const char* message = gzerror(gz_, &code);
+        if (code == Z_BUF_ERROR)
+            fail(file_, std::string("truncated gzip stream (zlib: ") + message + ")");
+        if (code != Z_OK) fail_with_zlib_error();
+    }
+
+    fs::path file_;
+    std::uint64_t file_size_;
+    gzFile gz_ = nullptr;
+};
+
+std::unique_ptr<ByteSource> open_source(const fs::path& file) {
+    FilePtr f = open_raw(file);
+    std::error_code ec;
+    const std::uint64_t file_size = fs::file_size(file, ec);
+    if (ec) fail(file, "unreadable: " + ec.message());
+    std::array<unsigned char, 2> head{};
+    const std::size_t got = std::fread(head.data(), 1, head.size(), f.get());
+    if (got == 2 && head[0] == 0x1f && head[1] == 0x8b) return std::make_unique<GzipSource>(file, file_size);
+    std::rewind(f.get());
+    return std::make_unique<RawSource>(std::move(f), file, file_size);
+}
+
+// ---------------------------------------------------------------------------------------
+// IDX parsing
+
+void check_magic(const fs::path& file, const std::array<std::uint8_t, 4>& magic,
+                 std::size_t expected_rank) {
+    if (magic[0] != 0 || magic[1] != 0)
+        fail(file, "wrong magic: first two bytes are " + hex_byte(magic[0]) + " " +
+                       hex_byte(magic[1]) + ", expected 0x00 0x00 (not an IDX file)");
+    if (magic[2] != 0x08)
+        fail(file, "wrong magic: data type byte is " + hex_byte(magic[2]) +
+                       ", expected 0x08 (unsigned byte)");
+    if (magic[3] != expected_rank)
+        fail(file, "wrong magic: " + std::to_string(magic[3]) + " dimensions, expected " +
+                       std::to_string(expected_rank));
+}
+
+std::vector<std::uint32_t> read_dims(ByteSource& source, const fs::path& file, std::size_t rank) {
+    std::vector<std::uint8_t> raw(4 * rank);
+    if (source.read(raw.data(), raw.size()) != raw.size())
+        fail(file, "truncated header: expected " + std::to_string(rank) + " dimension sizes");
+    std::vector<std::uint32_t> dims(rank);
+    for (std::size_t i = 0; i < rank; ++i) {
+        const std::uint8_t* b = &raw[4 * i];
+        dims[i] = (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) |
+                  (std::uint32_t{b[2]} << 8) | std::uint32_t{b[3]};
+    }
+    return dims;
+}
+
+std::uint64_t element_count(const fs::path& file, const std::vector<std::uint32_t>& dims) {
+    std::uint64_t count = 1;
+    for (std::uint32_t d : dims)
+        if (__builtin_mul_overflow(count, std::uint64_t{d}, &count))
+            fail(file, "header sizes " + shape_str(dims) + " overflow 64 bits");
+    return count;
+}
+
+// Reserves no more than the stream can hold and grows chunk by chunk, so that a corrupt
+// header announcing terabytes fails as "truncated" instead of allocating what it announces.
+std::vector<std::uint8_t> read_data(ByteSource& source, const fs::path& file,
+                                    const std::vector<std::uint32_t>& dims) {
+    const std::uint64_t expected = element_count(file, dims);
+    constexpr std::uint64_t chunk = std::uint64_t{1} << 24;
+    std::vector<std::uint8_t> bytes;
+    bytes.reserve(static_cast<std::size_t>(std::min(expected, source.max_size())));
+    while (bytes.size() < expected) {
+        const std::size_t have = bytes.size();
+        const auto want = static_cast<std::size_t>(std::min(expected - have, chunk));
+        bytes.resize(have + want);
+        const std::size_t got = source.read(bytes.data() + have, want);
+        if (got < want)
+            fail(file, "truncated data: header " + shape_str(dims) + " announces " +
+                           std::to_string(expected) + " bytes, found only " +
+                           std::to_string(have + got));
+    }
+    return bytes;
+}
+
+void check_nothing_follows(ByteSource& source, const fs::path& file, std::uint64_t expected) {
+    std::vector<std::uint8_t> scratch(1 << 16);
+    std::uint64_t extra = 0;
+    for (std::size_t got; (got = source.read(scratch.data(), scratch.size())) > 0;) extra += got;
+    if (extra > 0)
+        fail(file, "trailing bytes: " + std::to_string(extra) + " bytes follow the " +
+                       std::to_string(expected) + " data bytes the header announces");
+}
+
+// ---------------------------------------------------------------------------------------
+// Datasets
+
+// ToTensor divides by 255 and Normalize((0.5,), (0.5,)) maps to [-1, 1]; the same float
+// operations give bit-identical inputs to the reference PyTorch code.
+const std::array<float, 256>& pixel_table() {
+    static const std::array<float, 256> table = [] {
+        std::array<float, 256> t{};
+        for (int v = 0; v < 256; ++v) t[v] = (static_cast<float>(v) / 255.0f - 0.5f) / 0.5f;
+        return t;
+    }();
+    return table;
+}
+
+Tensor4<float> normalized_images(const IdxArray& idx) {
+    Tensor4<float> images(std::array<std::size_t, 4>{idx.dims[0], 1, idx.dims[1], idx.dims[2]});
+    const auto& table = pixel_table();
+    float* out = images.data();
+    const std::uint8_t* in = idx.bytes.data();
+    for (std::size_t i = 0, n = idx.bytes.size(); i < n; ++i) out[i] = table[in[i]];
+    return images;
+}
+
+std::vector<int> checked_labels(const IdxArray& idx, const fs::path& file) {
+    std::vector<int> labels(idx.bytes.begin(), idx.bytes.end());
+    const auto bad = std::find_if(labels.begin(), labels.end(),
+                                  [](int l) { return l >= Dataset::num_classes; });
+    if (bad != labels.end())
+        fail(file, "label " + std::to_string(*bad) + " at index " +
+                       std::to_string(bad - labels.begin()) + " is out of range, expected 0.." +
+                       std::to_string(Dataset::num_classes - 1));
+    return labels;
+}
+
+struct KnownDataset {
+    std::string_view name;
+    std::string_view how_to_get;
+};
+
+constexpr std::array<KnownDataset, 2> known_datasets{{
+    {"mnist", "run data/fetch_mnist.sh (it fills <repo>/data/mnist)"},
+    {"fashion-mnist", "install it with `apt-get install dataset-fashion-mnist`"},
+}};
+
+const KnownDataset& known_dataset(std::string_view name) {
+    for (const auto& known : known_datasets)
+        if (known.name == name) return known;
+    std::string valid;
+    for (const auto& known : known_datasets)
+        valid += (valid.empty() ? "" : ", ") + std::string(known.name);
+    throw DataError("unknown dataset '" + std::string(name) + "'; valid names: " + valid);
+}
+
+fs::path find_idx_file(const fs::path& dir, const std::string& base, const KnownDataset& ds) {
+    std::error_code ec;
+    for (const fs::path& candidate : {dir / base, dir / (base + ".gz")})
+        if (fs::exists(candidate, ec)) return candidate;
+    throw DataError(std::string(ds.name) + ": " + base + " (or " + base + ".gz) not found in '" +
+                    dir.string() + "'; " + std::string(ds.how_to_get) +
+                    ", or set MINSHARP_DATA_DIR to the folder that holds it");
+}
+
+void check_image_size(const Dataset& d, const fs::path& file, std::string_view name) {
+    constexpr std::size_t side = 28;
+    const auto& s = d.images.shape();
+    if (s[2] != side || s[3] != side)
+        fail(file, "images are " + std::to_string(s[2]) + "x" + std::to_string(s[3]) + ", " +
+                       std::string(name) + " has 28x28 images");
+}
+
+Dataset load_part(const fs::path& dir, const std::string& prefix, const KnownDataset& ds,
+                  const std::string& part) {
+    const fs::path images = find_idx_file(dir, prefix + "-images-idx3-ubyte", ds);
+    const fs::path labels = find_idx_file(dir, prefix + "-labels-idx1-ubyte", ds);
+    Dataset d = load_idx_pair(images, labels, std::string(ds.name) + "/" + part);
+    check_image_size(d, images, ds.name);
+    return d;
+}
+
+fs::path source_dir() {
+    if (const char* env = std::getenv("MINSHARP_SOURCE_DIR"); env && *env) return env;
+    return MINSHARP_SOURCE_DIR;
+}
+
+void check_subset_size(const Dataset& d, std::size_t n, std::string_view what) {
+    if (n > d.size())
+        throw DataError(std::string(what) + ": asked for " + std::to_string(n) +
+                        " examples, dataset '" + d.name + "' has only " +
+                        std::to_string(d.size()));
+}
+
+Dataset gather_dataset(const Dataset& d, const std::vector<std::size_t>& indices) {
+    Dataset out;
+    out.name = d.name;
+    gather_batch(d, indices.data(), indices.size(), out.images, out.labels);
+    return out;
+}
+
+std::vector<std::size_t> sorted_random_sample(std::size_t population, std::size_t n, Rng& rng) {
+    std::vector<std::size_t> order = random_permutation(population, rng);
+    order.resize(n);
+    std::sort(order.begin(), order.end());
+    return order;
+}
+
+}  // namespace
+
+IdxArray read_idx(const fs::path& file, std::size_t expected_rank) {
+    const auto source = open_source(file);
+    std::array<std::uint8_t, 4> magic{};
+    const std::size_t got = source->read(magic.data(), magic.size());
+    if (got < magic.size())
+        fail(file, "truncated header: " + std::to_string(got) +
+                       " bytes, an IDX file starts with a 4-byte magic");
+    check_magic(file, magic, expected_rank);
+    IdxArray idx;
+    idx.dims = read_dims(*source, file, expected_rank);
+    idx.bytes = read_data(*source, file, idx.dims);
+    check_nothing_follows(*source, file, idx.bytes.size());
+    return idx;
+}
+
+Dataset load_idx_pair(const fs::path& images, const fs::path& labels, std::string name) {
+    const IdxArray image_idx = read_idx(images, 3);
+    const IdxArray label_idx = read_idx(labels, 1);
+    if (image_idx.dims[0] != label_idx.dims[0])
+        throw DataError("count mismatch: images file '" + images.string() + "' has " +
+                        std::to_string(image_idx.dims[0]) + " images but labels file '" +
+                        labels.string() + "' has " + std::to_string(label_idx.dims[0]) +
+                        " labels");
+    Dataset d;
+    d.labels = checked_labels(label_idx, labels);
+    d.images = normalized_images(image_idx);
+    d.name = std::move(name);
+    return d;
+}
+
+std::vector<std::string> dataset_names() {
+    std::vector<std::string> names;
+    for (const auto& known : known_datasets) names.emplace_back(known.name);
+    return names;
+}
+
+DatasetSplit load_dataset(std::string_view name, const fs::path& dir) {
+    const KnownDataset& ds = known_dataset(name);
+    return {load_part(dir, "train", ds, "train"), load_part(dir, "t10k", ds, "test")};
+}
+
+fs::path default_data_dir(std::string_view name) {
+    const KnownDataset& ds = known_dataset(name);
+    if (const char* env = std::getenv("MINSHARP_DATA_DIR"); env && *env) return env;
+    if (ds.name == "mnist") return source_dir() / "data" / "mnist";
+    return "/usr/share/datasets/fashion-mnist";
+}
+
+Dataset subset_first(const Dataset& d, std::size_t n) {
+    check_subset_size(d, n, "subset_first");
+    std::vector<std::size_t> indices(n);
+    for (std::size_t i = 0; i < n; ++i) indices[i] = i;
+    return gather_dataset(d, indices);
+}
+
+Dataset subset_random(const Dataset& d, std::size_t n, Rng& rng) {
+    check_subset_size(d, n, "subset_random");
+    return gather_dataset(d, sorted_random_sample(d.size(), n, rng));
+}
+
+std::vector<std::size_t> apply_label_noise(Dataset& d, double ratio, Rng& rng) {
+    if (!(ratio >= 0.0 && ratio <= 1.0)) {
+        std::ostringstream msg;
+        msg << "apply_label_noise: ratio must be in [0, 1], got " << ratio;
+        throw DataError(msg.str());
+    }
+    const auto count = static_cast<std::size_t>(std::llround(ratio * static_cast<double>(d.size())));
+    if (count == 0) return {};
+    std::vector<std::size_t> chosen = sorted_random_sample(d.size(), count, rng);
+    std::vector<int> labels(count);
+    for (std::size_t i = 0; i < count; ++i) labels[i] = d.labels[chosen[i]];
+    rng.shuffle(labels);
+    for (std::size_t i = 0; i < count; ++i) d.labels[chosen[i]] = labels[i];
+    return chosen;
+}
+
+void gather_batch(const Dataset& d, const std::size_t* indices, std::size_t count,
+                  Tensor4<float>& x, std::vector<int>& y) {
+    const auto& s = d.images.shape();
+    if (s[0] != d.size())
+        throw DataError("gather_batch: dataset '" + d.name + "' has " + std::to_string(s[0]) +
+                        " images but " + std::to_string(d.size()) + " labels");
+    const std::size_t row = s[1] * s[2] * s[3];
+    ensure_shape(x, {count, s[1], s[2], s[3]});
+    y.resize(count);
+    const float* src = d.images.data();
+    float* dst = x.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t index = indices[i];
+        if (index >= d.size())
+            throw DataError("gather_batch: index " + std::to_string(index) +
+                            " out of range for dataset '" + d.name + "' of " +
+                            std::to_string(d.size()) + " examples");
+        std::memcpy(dst + i * row, src + index * row, row * sizeof(float));
+        y[i] = d.labels[index];
+    }
+}
+
+std::vector<std::size_t> epoch_order(std::size_t n, Rng& rng) { return random_permutation(n, rng); }
+
+}  // namespace minsharp

@@ -1,0 +1,263 @@
+#include "minsharp/nn.hpp"
+
+#include <cmath>
+
+namespace minsharp {
+
+std::string ActShape::str() const { return shape_str(std::array<std::size_t, 3>{c, h, w}); }
+
+namespace {
+
+template <class T>
+void fill_uniform(Parameter<T>& p, double bound, Rng& rng) {
+    for (auto& v : p.value) v = static_cast<T>(rng.uniform(-bound, bound));
+}
+
+// PyTorch's kaiming_uniform_(a=√5) reduces to U(±1/√fan_in), the same bound as the bias.
+template <class T>
+void pytorch_default_init(Parameter<T>& weight, Parameter<T>& bias, std::size_t fan_in,
+                          Rng& rng) {
+    const double bound = 1.0 / std::sqrt(double(fan_in));
+    fill_uniform(weight, bound, rng);
+    if (!bias.shape.empty()) fill_uniform(bias, bound, rng);
+}
+
+std::string window_suffix(const Window& w) {
+    std::string s;
+    if (w.stride != 1) s += ":stride" + std::to_string(w.stride);
+    if (w.padding != 0) s += ":pad" + std::to_string(w.padding);
+    return s;
+}
+
+}  // namespace
+
+// ---- Dense ----------------------------------------------------------------------------
+
+template <class T>
+Dense<T>::Dense(std::size_t in, std::size_t out, bool with_bias)
+    : weight("weight", {out, in}), bias(with_bias ? Parameter<T>("bias", {out}) : Parameter<T>()) {
+    if (in == 0 || out == 0) throw ShapeError("dense: in and out features must be positive");
+}
+
+template <class T>
+std::string Dense<T>::spec() const {
+    return "dense:" + std::to_string(out_features()) + (has_bias() ? "" : ":nobias");
+}
+
+template <class T>
+NodeId Dense<T>::forward(Tape<T>& tape, NodeId x) {
+    return linear(tape, x, weight, has_bias() ? &bias : nullptr);
+}
+
+template <class T>
+ActShape Dense<T>::output_shape(const ActShape& in) const {
+    if (in.size() != in_features())
+        throw ShapeError("dense '" + weight.name + "': input has " + std::to_string(in.size()) +
+                         " features " + in.str() + ", layer expects " +
+                         std::to_string(in_features()));
+    return {out_features(), 1, 1};
+}
+
+template <class T>
+std::vector<Parameter<T>*> Dense<T>::parameters() {
+    if (has_bias()) return {&weight, &bias};
+    return {&weight};
+}
+
+template <class T>
+void Dense<T>::reset_parameters(Rng& rng) {
+    pytorch_default_init(weight, bias, in_features(), rng);
+}
+
+template <class T>
+void Dense<T>::set_name(const std::string& prefix) {
+    weight.name = prefix + ".weight";
+    bias.name = prefix + ".bias";
+}
+
+// ---- Conv2d ---------------------------------------------------------------------------
+
+template <class T>
+Conv2d<T>::Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel,
+                  std::size_t stride, std::size_t padding, bool with_bias)
+    : window{kernel, stride, padding},
+      weight("weight", {out_channels, in_channels, kernel, kernel}),
+      bias(with_bias ? Parameter<T>("bias", {out_channels}) : Parameter<T>()) {
+    if (in_channels == 0 || out_channels == 0 || kernel == 0 || stride == 0)
+        throw ShapeError("conv: channels, kernel and stride must be positive");
+}
+
+template <class T>
+std::string Conv2d<T>::spec() const {
+    return "conv:" + std::to_string(out_channels()) + ":" + std::to_string(window.kernel) +
+           window_suffix(window) + (has_bias() ? "" : ":nobias");
+}
+
+template <class T>
+NodeId Conv2d<T>::forward(Tape<T>& tape, NodeId x) {
+    return conv2d(tape, x, weight, has_bias() ? &bias : nullptr, window);
+}
+
+template <class T>
+ActShape Conv2d<T>::output_shape(const ActShape& in) const {
+    if (in.c != in_channels())
+        throw ShapeError("conv '" + weight.name + "': input has " + std::to_string(in.c) +
+                         " channels, layer expects " + std::to_string(in_channels()));
+    return {out_channels(), window.output_extent(in.h, "conv '" + weight.name + "' height"),
+            window.output_extent(in.w, "conv '" + weight.name + "' width")};
+}
+
+template <class T>
+std::vector<Parameter<T>*> Conv2d<T>::parameters() {
+    if (has_bias()) return {&weight, &bias};
+    return {&weight};
+}
+
+template <class T>
+void Conv2d<T>::reset_parameters(Rng& rng) {
+    pytorch_default_init(weight, bias, in_channels() * window.kernel * window.kernel, rng);
+}
+
+template <class T>
+void Conv2d<T>::set_name(const std::string& prefix) {
+    weight.name = prefix + ".weight";
+    bias.name = prefix + ".bias";
+}
+
+// ---- MaxPool2d ------------------------------------------------------------------------
+
+template <class T>
+MaxPool2d<T>::MaxPool2d(std::size_t kernel, std::size_t stride) : window{kernel, stride, 0} {
+    if (kernel == 0 || stride == 0) throw ShapeError("maxpool: kernel and stride must be positive");
+}
+
+template <class T>
+std::string MaxPool2d<T>::spec() const {
+    return "maxpool:" + std::to_string(window.kernel) + ":" + std::to_string(window.stride);
+}
+
+template <class T>
+ActShape MaxPool2d<T>::output_shape(const ActShape& in) const {
+    return {in.c, window.output_extent(in.h, "maxpool height"),
+            window.output_extent(in.w, "maxpool width")};
+}
+
+// ---- Sequential -----------------------------------------------------------------------
+
+template <class T>
+Sequential<T>::Sequential(const Sequential& other)
+    : input_shape_(other.input_shape_), output_shape_(other.output_shape_) {
+    for (const auto& l : other.layers_) layers_.push_back(l->clone());
+}
+
+template <class T>
+Sequential<T>& Sequential<T>::operator=(const Sequential& other) {
+    if (this != &other) *this = Sequential(other);
+    return *this;
+}
+
+template <class T>
+Sequential<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
+    const ActShape in = layers_.empty() ? input_shape_ : output_shape_;
+    output_shape_ = layer->output_shape(in);
+    layers_.push_back(std::move(layer));
+    rename();
+    return *this;
+}
+
+template <class T>
+void Sequential<T>::rename() {
+    std::size_t index = 0;
+    for (auto& l : layers_)
+        if (!l->parameters().empty()) l->set_name("layer" + std::to_string(index++));
+}
+
+template <class T>
+NodeId Sequential<T>::forward(Tape<T>& tape, const Tensor4<T>& x) {
+    const auto& s = x.shape();
+    if (ActShape{s[1], s[2], s[3]} != input_shape_)
+        throw ShapeError("model input: expected examples of shape " + input_shape_.str() +
+                         ", found " + ActShape{s[1], s[2], s[3]}.str());
+    return forward(tape, tape.input(x));
+}
+
+template <class T>
+NodeId Sequential<T>::forward(Tape<T>& tape, NodeId x) {
+    for (auto& l : layers_) x = l->forward(tape, x);
+    return x;
+}
+
+template <class T>
+Tensor2<T> Sequential<T>::predict(const Tensor4<T>& x) {
+    Tape<T> tape;
+    const NodeId out = forward(tape, x);
+    const auto& v = tape.value(out);
+    Tensor2<T> logits = Tensor2<T>::from_shape({v.shape()[0], v.shape()[1]});
+    std::copy(v.begin(), v.end(), logits.begin());
+    return logits;
+}
+
+template <class T>
+std::vector<Parameter<T>*> Sequential<T>::parameters() {
+    std::vector<Parameter<T>*> all;
+    for (auto& l : layers_)
+        for (auto* p : l->parameters()) all.push_back(p);
+    return all;
+}
+
+template <class T>
+std::vector<const Parameter<T>*> Sequential<T>::parameters() const {
+    std::vector<const Parameter<T>*> all;
+    for (auto& l : layers_)
+        for (auto* p : l->parameters()) all.push_back(p);
+    return all;
+}
+
+template <class T>
+Parameter<T>& Sequential<T>::parameter(const std::string& name) {
+    for (auto* p : parameters())
+        if (p->name == name) return *p;
+    throw Error("model has no parameter named '" + name + "'");
+}
+
+template <class T>
+std::size_t Sequential<T>::parameter_count() const {
+    std::size_t n = 0;
+    for (const auto* p : parameters()) n += p->size();
+    return n;
+}
+
+template <class T>
+void Sequential<T>::zero_grad() {
+    for (auto* p : parameters()) p->grad.fill(T(0));
+}
+
+template <class T>
+void Sequential<T>::reset_parameters(Rng& rng) {
+    for (auto& l : layers_) l->reset_parameters(rng);
+}
+
+template <class T>
+ActShape Sequential<T>::shape_before(std::size_t i) const {
+    ActShape s = input_shape_;
+    for (std::size_t j = 0; j < i && j < layers_.size(); ++j) s = layers_[j]->output_shape(s);
+    return s;
+}
+
+template <class T>
+std::string Sequential<T>::spec() const {
+    std::string s;
+    for (const auto& l : layers_) s += (s.empty() ? "" : ",") + l->spec();
+    return s;
+}
+
+#define MINSHARP_INSTANTIATE_NN(T)   \
+    template class Dense<T>;         \
+    template class Conv2d<T>;        \
+    template class MaxPool2d<T>;     \
+    template class Sequential<T>;
+
+MINSHARP_INSTANTIATE_NN(float)
+MINSHARP_INSTANTIATE_NN(double)
+
+}  // namespace minsharp

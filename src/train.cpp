@@ -1,0 +1,334 @@
+#include "minsharp/train.hpp"
+
+#include "minsharp/checkpoint.hpp"
+#include "minsharp/models.hpp"
+#include "minsharp/progress.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace minsharp {
+
+namespace {
+
+// Independent random streams derived from the user's seed.
+enum Stream : std::uint64_t { init_stream = 0, subset_stream = 1, noise_stream = 2, shuffle_stream = 100 };
+
+constexpr const char* meta_epoch = "minsharp.epoch";
+constexpr const char* meta_steps = "minsharp.steps";
+constexpr const char* meta_config = "minsharp.config";
+constexpr const char* velocity_prefix = "optim.velocity.";
+
+void require(bool ok, const std::string& what) {
+    if (!ok) throw Error("training config: " + what);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Settings that may differ between an interrupted run and its resumption.
+nlohmann::json resumable_part(const TrainConfig& c) {
+    nlohmann::json j = c.to_json();
+    for (const char* key : {"epochs", "threads", "eval_every", "checkpoint_every"}) j.erase(key);
+    return j;
+}
+
+}  // namespace
+
+// ---- config ---------------------------------------------------------------------------
+
+void TrainConfig::validate() const {
+    require(dataset == "mnist" || dataset == "fashion-mnist",
+            "unknown dataset '" + dataset + "' (mnist or fashion-mnist)");
+    require(subset == "first" || subset == "random",
+            "subset must be 'first' or 'random', got '" + subset + "'");
+    require(label_noise >= 0 && label_noise <= 1,
+            "label noise must be in [0, 1], got " + std::to_string(label_noise));
+    require(epochs > 0, "epochs must be positive, got " + std::to_string(epochs));
+    require(batch_size > 0, "batch size must be positive");
+    require(threads >= 0, "threads must be >= 0 (0: all cores)");
+    require(eval_every > 0, "eval-every must be positive");
+    require(checkpoint_every > 0, "checkpoint-every must be positive");
+    sgd.validate();
+    build_model<float>(model);  // throws a clear error for an unknown model or bad spec
+}
+
+nlohmann::json TrainConfig::to_json() const {
+    return {{"model", model},       {"dataset", dataset},       {"data_dir", data_dir},
+            {"train_size", train_size}, {"subset", subset},     {"test_size", test_size},
+            {"label_noise", label_noise}, {"epochs", epochs},   {"batch_size", batch_size},
+            {"lr", sgd.lr},         {"momentum", sgd.momentum}, {"weight_decay", sgd.weight_decay},
+            {"lr_decay", sgd.lr_decay}, {"seed", seed},         {"threads", threads},
+            {"eval_every", eval_every}, {"checkpoint_every", checkpoint_every}};
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
+    TrainConfig c;
+    c.model = j.at("model");
+    c.dataset = j.at("dataset");
+    c.data_dir = j.value("data_dir", "");
+    c.train_size = j.at("train_size");
+    c.subset = j.value("subset", "first");
+    c.test_size = j.value("test_size", std::size_t(0));
+    c.label_noise = j.at("label_noise");
+    c.epochs = j.at("epochs");
+    c.batch_size = j.at("batch_size");
+    c.sgd.lr = j.at("lr");
+    c.sgd.momentum = j.at("momentum");
+    c.sgd.weight_decay = j.at("weight_decay");
+    c.sgd.lr_decay = j.at("lr_decay");
+    c.seed = j.at("seed");
+    c.threads = j.value("threads", 0);
+    c.eval_every = j.value("eval_every", 1);
+    c.checkpoint_every = j.value("checkpoint_every", 1);
+    return c;
+}
+
+nlohmann::json EpochMetrics::to_json() const {
+    nlohmann::json j = {{"epoch", epoch}, {"steps", steps}, {"lr", lr},
+                        {"batch_loss", batch_loss}, {"seconds", seconds}};
+    if (evaluated) {
+        j["train_loss"] = train.loss;
+        j["train_accuracy"] = train.accuracy;
+        j["test_loss"] = test.loss;
+        j["test_accuracy"] = test.accuracy;
+    }
+    return j;
+}
+
+// ---- data -----------------------------------------------------------------------------
+
+PreparedData prepare_data(const TrainConfig& config) {
+    const std::filesystem::path dir = config.data_dir.empty()
+                                          ? default_data_dir(config.dataset)
+                                          : std::filesystem::path(config.data_dir);
+    DatasetSplit split = load_dataset(config.dataset, dir);
+    PreparedData out{std::move(split.train), std::move(split.test), {}};
+    if (config.train_size > 0 && config.train_size != out.train.size()) {
+        Rng rng(derive_seed(config.seed, subset_stream));
+        out.train = config.subset == "random" ? subset_random(out.train, config.train_size, rng)
+                                              : subset_first(out.train, config.train_size);
+    }
+    if (config.test_size > 0 && config.test_size != out.test.size())
+        out.test = subset_first(out.test, config.test_size);
+    Rng noise(derive_seed(config.seed, noise_stream));
+    out.noisy_indices = apply_label_noise(out.train, config.label_noise, noise);
+    return out;
+}
+
+// ---- evaluation -----------------------------------------------------------------------
+
+template <class T>
+Evaluation evaluate(Sequential<T>& model, const Dataset& data, std::size_t batch) {
+    if (data.size() == 0) throw Error("evaluate: dataset '" + data.name + "' is empty");
+    Tape<T> tape;
+    Tensor4<float> xf;
+    Tensor4<T> x;
+    std::vector<int> y;
+    std::vector<std::size_t> indices(batch);
+    double loss = 0;
+    std::size_t correct = 0;
+    for (std::size_t first = 0; first < data.size(); first += batch) {
+        const std::size_t count = std::min(batch, data.size() - first);
+        for (std::size_t i = 0; i < count; ++i) indices[i] = first + i;
+        gather_batch(data, indices.data(), count, xf, y);
+        if constexpr (std::is_same_v<T, float>) {
+            tape.clear();
+            model.forward(tape, xf);
+        } else {
+            x = xt::cast<T>(xf);
+            tape.clear();
+            model.forward(tape, x);
+        }
+        const NodeId logits = tape.last();
+        loss += double(tape.value(cross_entropy(tape, logits, y))(0, 0, 0, 0)) * double(count);
+        const auto& z = tape.value(logits);
+        const std::size_t k = z.shape()[1];
+        for (std::size_t i = 0; i < count; ++i) {
+            const T* row = z.data() + i * k;
+            correct += std::size_t(std::max_element(row, row + k) - row) == std::size_t(y[i]);
+        }
+    }
+    return {loss / double(data.size()), double(correct) / double(data.size())};
+}
+
+template Evaluation evaluate<float>(Sequential<float>&, const Dataset&, std::size_t);
+template Evaluation evaluate<double>(Sequential<double>&, const Dataset&, std::size_t);
+
+// ---- trainer --------------------------------------------------------------------------
+
+Trainer::Trainer(Sequential<float>& model, const Dataset& train, const TrainConfig& config)
+    : model_(model), train_(train), config_(config), sgd_(model.parameters(), config.sgd) {
+    if (train.size() == 0) throw Error("training set '" + train.name + "' is empty");
+}
+
+double Trainer::train_epoch(int epoch, const StepCallback& on_step) {
+    Rng rng(derive_seed(config_.seed, shuffle_stream + std::uint64_t(epoch)));
+    const std::vector<std::size_t> order = epoch_order(train_.size(), rng);
+    const std::size_t batch = std::min(config_.batch_size, train_.size());
+    const std::size_t steps = (train_.size() + batch - 1) / batch;
+    double total = 0;
+    for (std::size_t s = 0; s < steps; ++s) {
+        const std::size_t first = s * batch, count = std::min(batch, train_.size() - first);
+        gather_batch(train_, order.data() + first, count, batch_x_, batch_y_);
+        tape_.clear();
+        const NodeId loss = cross_entropy(tape_, model_.forward(tape_, batch_x_), batch_y_);
+        const float value = tape_.value(loss)(0, 0, 0, 0);
+        if (!std::isfinite(value))
+            throw DivergenceError("training diverged at epoch " + std::to_string(epoch) +
+                                  ", step " + std::to_string(s + 1) + " of " +
+                                  std::to_string(steps) + ": loss is " + std::to_string(value) +
+                                  " (try a smaller --lr)");
+        model_.zero_grad();
+        tape_.backward(loss);
+        sgd_.step();
+        total += value;
+        if (on_step) on_step(s + 1, steps, value);
+    }
+    return total / double(steps);
+}
+
+// ---- whole runs -----------------------------------------------------------------------
+
+namespace {
+
+struct RunFiles {
+    std::filesystem::path dir;
+    std::filesystem::path config() const { return dir / "config.json"; }
+    std::filesystem::path metrics() const { return dir / "metrics.jsonl"; }
+    std::filesystem::path checkpoint() const { return dir / "checkpoint.safetensors"; }
+    std::filesystem::path model() const { return dir / "model.safetensors"; }
+};
+
+std::string metrics_text(const std::vector<EpochMetrics>& history) {
+    std::string text;
+    for (const auto& m : history) text += m.to_json().dump() + "\n";
+    return text;
+}
+
+std::vector<EpochMetrics> read_metrics(const std::filesystem::path& file, int upto_epoch) {
+    std::vector<EpochMetrics> history;
+    if (!std::filesystem::exists(file)) return history;
+    std::istringstream in(read_file(file));
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        const auto j = nlohmann::json::parse(line);
+        EpochMetrics m;
+        m.epoch = j.at("epoch");
+        if (m.epoch > upto_epoch) break;
+        m.steps = j.at("steps");
+        m.lr = j.at("lr");
+        m.batch_loss = j.at("batch_loss");
+        m.seconds = j.at("seconds");
+        m.evaluated = j.contains("train_loss");
+        if (m.evaluated) {
+            m.train = {j.at("train_loss"), j.at("train_accuracy")};
+            m.test = {j.at("test_loss"), j.at("test_accuracy")};
+        }
+        history.push_back(m);
+    }
+    return history;
+}
+
+void save_state(const RunFiles& files, const Sequential<float>& model, Sgd<float>& sgd,
+                const TrainConfig& config, int epoch) {
+    Safetensors state = model_to_safetensors(model, {{meta_epoch, std::to_string(epoch)},
+                                                     {meta_steps, std::to_string(sgd.steps())},
+                                                     {meta_config, config.to_json().dump()}});
+    const auto& params = sgd.parameters();
+    for (std::size_t i = 0; i < params.size(); ++i)
+        state.tensors.push_back(make_blob<float>(velocity_prefix + params[i]->name,
+                                                 params[i]->shape,
+                                                 sgd.momentum_buffers()[i].data()));
+    write_safetensors(files.checkpoint(), state);
+}
+
+// Restores weights, momentum and step count; returns the last finished epoch.
+int restore_state(const RunFiles& files, Sequential<float>& model, Sgd<float>& sgd,
+                  const TrainConfig& config) {
+    const Safetensors state = read_safetensors(files.checkpoint());
+    const std::string where = files.checkpoint().string();
+    const auto saved = nlohmann::json::parse(state.metadata.at(meta_config));
+    if (resumable_part(TrainConfig::from_json(saved)) != resumable_part(config))
+        throw Error(where + ": cannot resume, the run was started with another config:\n  " +
+                    resumable_part(TrainConfig::from_json(saved)).dump() + "\nnow:\n  " +
+                    resumable_part(config).dump());
+    load_parameters(model, state, where, {velocity_prefix});
+    const auto& params = sgd.parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        const TensorBlob* blob = state.find(velocity_prefix + params[i]->name);
+        if (!blob) throw IoError(where + ": momentum of '" + params[i]->name + "' is missing");
+        const auto values = blob_values<float>(*blob);
+        if (values.size() != params[i]->size())
+            throw IoError(where + ": momentum of '" + params[i]->name + "' has the wrong size");
+        std::copy(values.begin(), values.end(), sgd.momentum_buffers()[i].begin());
+    }
+    sgd.set_steps(std::stoull(state.metadata.at(meta_steps)));
+    return std::stoi(state.metadata.at(meta_epoch));
+}
+
+void log_epoch(const EpochMetrics& m, int epochs) {
+    std::printf("epoch %d/%d  lr %.4g  batch loss %.4f", m.epoch, epochs, m.lr, m.batch_loss);
+    if (m.evaluated)
+        std::printf("  train loss %.4f acc %.4f  test loss %.4f acc %.4f", m.train.loss,
+                    m.train.accuracy, m.test.loss, m.test.accuracy);
+    std::printf("  (%.2fs)\n", m.seconds);
+    std::fflush(stdout);
+}
+
+}  // namespace
+
+RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
+                    const RunOptions& options, const PreparedData* data) {
+    config.validate();
+    if (config.threads > 0) set_blas_threads(config.threads);
+    PreparedData loaded;
+    if (!data) {
+        loaded = prepare_data(config);
+        data = &loaded;
+    }
+    const RunFiles files{dir};
+    RunResult result{make_model<float>(config.model, derive_seed(config.seed, init_stream)), {}};
+    Trainer trainer(result.model, data->train, config);
+    int done = 0;
+    if (options.resume && std::filesystem::exists(files.checkpoint())) {
+        done = restore_state(files, result.model, trainer.optimizer(), config);
+        result.history = read_metrics(files.metrics(), done);
+    }
+    write_file_atomic(files.config(), config.to_json().dump(2) + "\n");
+    for (int epoch = done + 1; epoch <= config.epochs; ++epoch) {
+        const auto start = std::chrono::steady_clock::now();
+        const std::size_t steps =
+            (data->train.size() + config.batch_size - 1) / config.batch_size;
+        ProgressBar bar("epoch " + std::to_string(epoch) + "/" + std::to_string(config.epochs),
+                        steps);
+        EpochMetrics m;
+        m.epoch = epoch;
+        m.lr = trainer.optimizer().learning_rate();
+        m.batch_loss = trainer.train_epoch(epoch, [&](std::size_t s, std::size_t, double loss) {
+            if (options.progress) bar.update(s, "loss " + std::to_string(loss).substr(0, 6));
+        });
+        if (options.progress) bar.finish();
+        m.steps = trainer.optimizer().steps();
+        m.evaluated = epoch % config.eval_every == 0 || epoch == config.epochs;
+        if (m.evaluated) {
+            m.train = evaluate(result.model, data->train);
+            m.test = evaluate(result.model, data->test);
+        }
+        m.seconds = seconds_since(start);
+        result.history.push_back(m);
+        if (options.log) log_epoch(m, config.epochs);
+        write_file_atomic(files.metrics(), metrics_text(result.history));
+        if (epoch % config.checkpoint_every == 0 || epoch == config.epochs)
+            save_state(files, result.model, trainer.optimizer(), config, epoch);
+    }
+    save_model(result.model, files.model(), {{meta_config, config.to_json().dump()}});
+    return result;
+}
+
+}  // namespace minsharp

@@ -1,0 +1,160 @@
+#define BOOST_TEST_MODULE ops
+#include <boost/test/unit_test.hpp>
+
+#include "gradcheck.hpp"
+#include "minsharp/models.hpp"
+
+using namespace minsharp;
+using minsharp::testing::gradient_error;
+using minsharp::testing::random_tensor;
+
+namespace {
+
+Parameter<double> random_parameter(const std::string& name, Shape shape, Rng& rng) {
+    Parameter<double> p(name, std::move(shape));
+    for (auto& v : p.value) v = rng.normal() * 0.5;
+    return p;
+}
+
+constexpr double tolerance = 1e-6;
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(linear_gradients_match_finite_differences) {
+    Rng rng(1);
+    auto w = random_parameter("w", {4, 6}, rng), b = random_parameter("b", {4}, rng);
+    const auto x = random_tensor({3, 6, 1, 1}, rng);
+    auto build = [&](Tape<double>& t) { return linear(t, t.input(x), w, &b); };
+    BOOST_TEST(gradient_error(build, {&w, &b}, rng) <= tolerance);
+}
+
+BOOST_AUTO_TEST_CASE(linear_input_gradient_flows_to_earlier_layer) {
+    Rng rng(2);
+    auto w1 = random_parameter("w1", {5, 6}, rng), w2 = random_parameter("w2", {3, 5}, rng);
+    const auto x = random_tensor({4, 6, 1, 1}, rng);
+    auto build = [&](Tape<double>& t) {
+        return linear(t, relu(t, linear(t, t.input(x), w1, nullptr)), w2, nullptr);
+    };
+    BOOST_TEST(gradient_error(build, {&w1, &w2}, rng) <= tolerance);
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_gradients_match_with_stride_and_padding) {
+    for (Window win : {Window{3, 1, 0}, Window{3, 2, 1}, Window{5, 1, 2}, Window{2, 2, 0}}) {
+        Rng rng(3 + win.kernel + win.stride);
+        auto w1 = random_parameter("c1.w", {3, 2, win.kernel, win.kernel}, rng);
+        auto b1 = random_parameter("c1.b", {3}, rng);
+        auto w2 = random_parameter("c2.w", {2, 3, win.kernel, win.kernel}, rng);
+        const auto x = random_tensor({2, 2, 9, 8}, rng);
+        auto build = [&](Tape<double>& t) {
+            return conv2d(t, conv2d(t, t.input(x), w1, &b1, win), w2, nullptr, win);
+        };
+        BOOST_TEST(gradient_error(build, {&w1, &b1, &w2}, rng) <= tolerance,
+                   "kernel " << win.kernel << " stride " << win.stride);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
+    Rng rng(4);
+    auto w = random_parameter("w", {2, 3, 3, 3}, rng);
+    auto b = random_parameter("b", {2}, rng);
+    const auto x = random_tensor({2, 3, 6, 5}, rng);
+    const Window win{3, 2, 1};
+    Tape<double> tape;
+    const auto& y = tape.value(conv2d(tape, tape.input(x), w, &b, win));
+    BOOST_REQUIRE(y.shape()[2] == 3 && y.shape()[3] == 3);
+    for (std::size_t n = 0; n < 2; ++n)
+        for (std::size_t o = 0; o < 2; ++o)
+            for (std::size_t oy = 0; oy < 3; ++oy)
+                for (std::size_t ox = 0; ox < 3; ++ox) {
+                    double s = b.value[o];
+                    for (std::size_t c = 0; c < 3; ++c)
+                        for (std::size_t ky = 0; ky < 3; ++ky)
+                            for (std::size_t kx = 0; kx < 3; ++kx) {
+                                const long iy = long(oy * 2 + ky) - 1, ix = long(ox * 2 + kx) - 1;
+                                if (iy < 0 || iy >= 6 || ix < 0 || ix >= 5) continue;
+                                s += w.value[((o * 3 + c) * 3 + ky) * 3 + kx] * x(n, c, iy, ix);
+                            }
+                    BOOST_TEST(y(n, o, oy, ox) == s, boost::test_tools::tolerance(1e-12));
+                }
+}
+
+BOOST_AUTO_TEST_CASE(max_pool_relu_flatten_gradients_match) {
+    for (Window pool : {Window{2, 2, 0}, Window{2, 1, 0}, Window{3, 2, 0}}) {
+        Rng rng(5 + pool.stride);
+        auto w1 = random_parameter("c.w", {3, 1, 3, 3}, rng);
+        auto w2 = random_parameter("d.w", {4, 0}, rng);
+        const auto x = random_tensor({2, 1, 9, 9}, rng);
+        const std::size_t pooled = pool.output_extent(7, "test");
+        w2 = random_parameter("d.w", {4, 3 * pooled * pooled}, rng);
+        auto build = [&](Tape<double>& t) {
+            auto h = max_pool2d(t, relu(t, conv2d(t, t.input(x), w1, nullptr, {3, 1, 0})), pool);
+            return linear(t, flatten(t, h), w2, nullptr);
+        };
+        BOOST_TEST(gradient_error(build, {&w1, &w2}, rng) <= tolerance);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_value_and_gradient) {
+    Rng rng(6);
+    auto w = random_parameter("w", {5, 7}, rng), b = random_parameter("b", {5}, rng);
+    const auto x = random_tensor({4, 7, 1, 1}, rng);
+    const std::vector<int> labels{0, 4, 2, 2};
+    auto build = [&](Tape<double>& t) {
+        return cross_entropy(t, linear(t, t.input(x), w, &b), labels);
+    };
+    BOOST_TEST(gradient_error(build, {&w, &b}, rng) <= tolerance);
+
+    Tape<double> tape;
+    const NodeId logits = linear(tape, tape.input(x), w, &b);
+    const double loss = tape.value(cross_entropy(tape, logits, labels))(0, 0, 0, 0);
+    double expected = 0;
+    for (std::size_t i = 0; i < 4; ++i) {
+        double sum = 0;
+        for (std::size_t j = 0; j < 5; ++j) sum += std::exp(tape.value(logits)(i, j, 0, 0));
+        expected += std::log(sum) - tape.value(logits)(i, labels[i], 0, 0);
+    }
+    BOOST_TEST(loss == expected / 4, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_is_stable_for_huge_logits) {
+    Parameter<double> w("w", {2, 1});
+    w.value = {1e4, -1e4};
+    Tensor4<double> x = Tensor4<double>::from_shape({1, 1, 1, 1});
+    x(0, 0, 0, 0) = 1.0;
+    Tape<double> tape;
+    const double loss = tape.value(cross_entropy(tape, linear(tape, tape.input(x), w, nullptr),
+                                                 std::vector<int>{1}))(0, 0, 0, 0);
+    BOOST_TEST(loss == 2e4, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(backward_is_repeatable_from_different_seeds) {
+    Rng rng(7);
+    auto w = random_parameter("w", {3, 4}, rng);
+    const auto x = random_tensor({2, 4, 1, 1}, rng);
+    Tape<double> tape;
+    const NodeId h = linear(tape, tape.input(x), w, nullptr);
+    const NodeId out = relu(tape, h);
+    const auto s1 = random_tensor({2, 3, 1, 1}, rng), s2 = random_tensor({2, 3, 1, 1}, rng);
+    tape.backward(out, s1, false);
+    const Tensor4<double> g1 = tape.grad(h);
+    tape.backward(out, s2, false);
+    tape.backward(out, s1, false);
+    BOOST_TEST(tape.grad(h) == g1, boost::test_tools::per_element());
+    BOOST_TEST(w.grad == Tensor1<double>(xt::zeros<double>({12})), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(shape_errors_name_what_was_expected) {
+    Parameter<double> w("layer0.weight", {3, 5});
+    Tape<double> tape;
+    const NodeId x = tape.input(Tensor4<double>(xt::zeros<double>({2, 4, 1, 1})));
+    BOOST_CHECK_EXCEPTION(linear(tape, x, w, nullptr), ShapeError, [](const ShapeError& e) {
+        return std::string(e.what()).find("layer0.weight") != std::string::npos;
+    });
+    Parameter<double> c("conv.weight", {2, 3, 3, 3});
+    const NodeId img = tape.input(Tensor4<double>(xt::zeros<double>({1, 1, 8, 8})));
+    BOOST_CHECK_EXCEPTION(conv2d(tape, img, c, nullptr, {3, 1, 0}), ShapeError,
+                          [](const ShapeError& e) {
+                              return std::string(e.what()).find("input has 1 channels") !=
+                                     std::string::npos;
+                          });
+}
