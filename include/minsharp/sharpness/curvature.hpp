@@ -24,6 +24,14 @@ struct ParameterDiag {
     double trace() const;
 };
 
+/// Tr H restricted to one parametric layer (weight and bias together).
+struct LayerTrace {
+    std::string layer;  ///< the parameter-name prefix, e.g. "layer0"
+    double weight = 0;  ///< trace of the weight block
+    double bias = 0;    ///< trace of the bias block (0 when the layer has no bias)
+    double total() const { return weight + bias; }
+};
+
 /// diag H of every parameter tensor, in model.parameters() order.
 struct DiagHessian {
     std::vector<ParameterDiag> parameters;
@@ -31,11 +39,20 @@ struct DiagHessian {
     double seconds = 0;       ///< wall time of the computation
     double trace() const;
     const ParameterDiag& at(const std::string& name) const;  ///< throws Error when absent
+    /// Per-layer traces, grouping "<layer>.weight" and "<layer>.bias", in model order.
+    std::vector<LayerTrace> layer_traces() const;
+    /// All diagonal entries concatenated in model.parameters() order (the flat layout of
+    /// get_flat_parameters).
+    std::vector<double> flat() const;
 };
 
 struct CurvatureOptions {
     std::size_t chunk = 1000;  ///< inputs per forward pass (bounds memory)
     int threads = 0;           ///< worker threads for per-example work (0: all cores)
+    /// Upper bound on the buffers that keep every backward pass's output gradient of the
+    /// conv layers for one chunk (K × chunk × Σ_conv O·Ho·Wo values); the chunk is made
+    /// smaller when needed to stay under it.
+    std::size_t conv_buffer_bytes = std::size_t(256) << 20;
 };
 
 /// Throws NotPiecewiseLinearError naming the first layer the exact identity does not
@@ -46,9 +63,17 @@ void require_piecewise_linear(const Sequential<T>& model);
 /// Exact diag H of the mean cross-entropy over the inputs x (labels do not enter the
 /// Hessian). One forward per chunk, then K backward passes seeded with the columns
 /// √p_k (e_k − p) of the factored output Hessian; accumulated in double.
+/// Throws NotPiecewiseLinearError (see require_piecewise_linear), Error for no inputs or
+/// a zero chunk, ShapeError when x does not fit the model.
 template <class T>
 DiagHessian exact_diag_hessian(Sequential<T>& model, const Tensor4<T>& x,
                                const CurvatureOptions& options = {});
+
+/// The chunk exact_diag_hessian will actually use for this model and n inputs (the
+/// requested chunk, reduced so the conv buffers stay within options.conv_buffer_bytes).
+template <class T>
+std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
+                            const CurvatureOptions& options);
 
 /// Reference diag H by central differences of the exact gradient along every coordinate
 /// (double). Shares nothing with exact_diag_hessian beyond forward and gradient. Cost:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# End-to-end test of apps/train: accuracy on MNIST within a fixed budget, the files it
+# writes, --resume, and clear errors for bad input. $1: the meson build dir.
+set -uo pipefail
+build=$1
+train=$build/apps/train
+repo=${MINSHARP_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+if [ ! -f "$repo/data/mnist/train-images-idx3-ubyte" ]; then
+  echo "SKIP: MNIST not fetched (run data/fetch_mnist.sh)"; exit 77
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+final_test_accuracy() {  # last metrics.jsonl line's test_accuracy
+  tail -n 1 "$1/metrics.jsonl" | grep -o '"test_accuracy":[0-9.e-]*' | cut -d: -f2
+}
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+
+# Budget: MLP 5 epochs (lr 0.02) and SmallCNN 1 epoch (lr 0.05) over the 60,000 MNIST
+# training images, batch 128, momentum 0.9 — both must reach 97% test accuracy.
+"$train" --model mlp --epochs 5 --batch-size 128 --lr 0.02 --seed 1 --eval-every 5 \
+  --out "$tmp/mlp" --quiet || fail "mlp training failed"
+acc=$(final_test_accuracy "$tmp/mlp"); echo "mlp test accuracy $acc"
+at_least "$acc" 0.97 || fail "mlp reached only $acc"
+"$train" --model small-cnn --epochs 1 --batch-size 128 --lr 0.05 --seed 1 \
+  --out "$tmp/cnn" --quiet || fail "small-cnn training failed"
+acc=$(final_test_accuracy "$tmp/cnn"); echo "small-cnn test accuracy $acc"
+at_least "$acc" 0.97 || fail "small-cnn reached only $acc"
+for f in config.json metrics.jsonl checkpoint.safetensors model.safetensors; do
+  [ -s "$tmp/mlp/$f" ] || fail "missing $f"
+done
+[ "$(wc -l < "$tmp/mlp/metrics.jsonl")" -eq 5 ] || fail "metrics.jsonl should have 5 lines"
+
+# --resume: 3 epochs in one go == 1 epoch, then resumed to 3.
+small=(--model small-mlp --train-size 2000 --test-size 500 --batch-size 100 --seed 4 --quiet)
+"$train" "${small[@]}" --epochs 3 --out "$tmp/full" || fail "small run failed"
+"$train" "${small[@]}" --epochs 1 --out "$tmp/part" || fail "partial run failed"
+"$train" "${small[@]}" --epochs 3 --out "$tmp/part" --resume || fail "resume failed"
+cmp -s "$tmp/full/model.safetensors" "$tmp/part/model.safetensors" \
+  || fail "resumed weights differ from the uninterrupted run"
+
+# Bad input: one clear line, non-zero exit, nothing written.
+expect_error() {  # expected-substring, args...
+  local want=$1; shift
+  local out; out=$("$train" "$@" --out "$tmp/bad" 2>&1) && fail "accepted: $*"
+  grep -q -- "$want" <<<"$out" || fail "message for '$*' lacks '$want': $out"
+}
+expect_error "lr" --lr -1
+expect_error "label-noise" --label-noise 1.5
+expect_error "unknown model 'resnet'" --model resnet
+expect_error "dataset" --dataset cifar
+expect_error "not found" --data-dir "$tmp/nowhere"
+[ ! -e "$tmp/bad/model.safetensors" ] || fail "a failed run wrote a model"
+"$train" --help | grep -q -- "--label-noise" || fail "--help lacks --label-noise"
+echo "OK"
