@@ -6,6 +6,7 @@
 #include "minsharp/data.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/optim.hpp"
+#include "minsharp/parallel.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    set_blas_threads(threads);
+    set_threads(threads);
     auto split = load_dataset("mnist", default_data_dir("mnist"));
     const Dataset data = subset_first(split.train, std::min(examples, split.train.size()));
     std::printf("machine: %s\nexamples per epoch: %zu\n\n", bench::machine_line(blas_threads()).c_str(),

@@ -1,5 +1,7 @@
 #include "minsharp/ops.hpp"
 
+#include "minsharp/parallel.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -115,9 +117,34 @@ void conv_forward_chunk(const ConvDims& d, const Window& win, const T* x, const 
         }
 }
 
+// Runs chunk(first, count) over all images: the batch is split into one contiguous part
+// per worker, each walked in cache-sized chunks.
+template <class F>
+void for_image_chunks(const ConvDims& d, std::size_t parts, F&& chunk) {
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(d.n, parts, part);
+        for (std::size_t first = begin; first < end; first += d.chunk())
+            chunk(part, first, std::min(d.chunk(), end - first));
+    });
+}
+
+std::size_t parts_for(std::size_t items) {
+    return std::max<std::size_t>(1, std::min<std::size_t>(items, std::size_t(worker_threads())));
+}
+
+// Per-part weight/bias gradient sums, reduced in part order so that results depend only
+// on the number of parts, not on thread timing.
 template <class T>
-void conv_backward_chunk(const ConvDims& d, const Window& win, Node<T>& out, Node<T>& in,
-                         bool parameter_grads, std::size_t first, std::size_t count) {
+std::vector<std::vector<T>>& partial_grads(std::size_t parts, std::size_t size) {
+    thread_local std::vector<std::vector<T>> partial;
+    partial.resize(parts);
+    for (auto& p : partial) p.assign(size, T(0));
+    return partial;
+}
+
+template <class T>
+void conv_backward_chunk(const ConvDims& d, const Window& win, const Node<T>& out, Node<T>& in,
+                         T* weight_grad, T* bias_grad, std::size_t first, std::size_t count) {
     auto& s = conv_scratch<T>();
     const std::size_t cols_n = count * d.plane();
     s.reserve(d.patch() * cols_n, d.o * cols_n);
@@ -127,17 +154,17 @@ void conv_backward_chunk(const ConvDims& d, const Window& win, Node<T>& out, Nod
             std::memcpy(dy + o * cols_n + i * d.plane(),
                         out.grad.data() + ((first + i) * d.o + o) * d.plane(),
                         d.plane() * sizeof(T));
-    if (parameter_grads) {
+    if (weight_grad) {
         im2col_chunk(in.value.data(), d, win, first, count, s.cols.data());
         gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), cols_n, T(1), dy, s.cols.data(), T(1),
-                out.weight->grad.data());
-        if (out.bias)
-            for (std::size_t o = 0; o < d.o; ++o) {
-                T sum = 0;
-                for (std::size_t p = 0; p < cols_n; ++p) sum += dy[o * cols_n + p];
-                out.bias->grad.data()[o] += sum;
-            }
+                weight_grad);
     }
+    if (bias_grad)
+        for (std::size_t o = 0; o < d.o; ++o) {
+            T sum = 0;
+            for (std::size_t p = 0; p < cols_n; ++p) sum += dy[o * cols_n + p];
+            bias_grad[o] += sum;
+        }
     if (in.needs_grad) {
         gemm<T>(Trans::Yes, Trans::No, d.patch(), cols_n, d.o, T(1), out.weight->data(), dy,
                 T(0), s.cols.data());
@@ -152,28 +179,61 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
     Node<T>& out = tape.node(id);
     Node<T>& in = tape.node(out.input);
     const ConvDims d = conv_dims(in, *out.weight, out.window);
-    for (std::size_t first = 0; first < d.n; first += d.chunk())
-        conv_backward_chunk(d, out.window, out, in, parameter_grads, first,
-                            std::min(d.chunk(), d.n - first));
+    const std::size_t parts = parts_for(d.n);
+    const std::size_t wsize = out.weight->size(), bsize = out.bias ? out.bias->size() : 0;
+    auto& partial = partial_grads<T>(parameter_grads ? parts : 0, wsize + bsize);
+    for_image_chunks(d, parts, [&](std::size_t part, std::size_t first, std::size_t count) {
+        T* wg = parameter_grads ? partial[part].data() : nullptr;
+        T* bg = parameter_grads && out.bias ? partial[part].data() + wsize : nullptr;
+        conv_backward_chunk(d, out.window, out, in, wg, bg, first, count);
+    });
+    if (!parameter_grads) return;
+    for (const auto& p : partial) {
+        T* wg = out.weight->grad.data();
+        for (std::size_t j = 0; j < wsize; ++j) wg[j] += p[j];
+        if (out.bias)
+            for (std::size_t j = 0; j < bsize; ++j) out.bias->grad.data()[j] += p[wsize + j];
+    }
 }
 
 // ---- max_pool2d -----------------------------------------------------------------------
 
 template <class T>
-void max_pool_plane(const T* x, std::size_t w, const Window& win,
-                    std::size_t ho, std::size_t wo, std::uint32_t base, T* y,
-                    std::uint32_t* argmax) {
+void max_pool_plane(const T* x, std::size_t w, const Window& win, std::size_t ho,
+                    std::size_t wo, std::uint32_t base, T* y, std::uint32_t* argmax) {
     for (std::size_t oy = 0; oy < ho; ++oy)
         for (std::size_t ox = 0; ox < wo; ++ox) {
             std::size_t best = oy * win.stride * w + ox * win.stride;
-            for (std::size_t ky = 0; ky < win.kernel; ++ky)
+            T best_value = x[best];
+            for (std::size_t ky = 0; ky < win.kernel; ++ky) {
+                const std::size_t row = (oy * win.stride + ky) * w + ox * win.stride;
                 for (std::size_t kx = 0; kx < win.kernel; ++kx) {
-                    const std::size_t at = (oy * win.stride + ky) * w + ox * win.stride + kx;
-                    if (x[at] > x[best]) best = at;
+                    const bool better = x[row + kx] > best_value;
+                    best = better ? row + kx : best;
+                    best_value = better ? x[row + kx] : best_value;
                 }
+            }
+            y[oy * wo + ox] = best_value;
+            argmax[oy * wo + ox] = base + static_cast<std::uint32_t>(best);
+        }
+}
+
+// The 2×2 window of the zoo models, unrolled: the generic loop's data-dependent branches
+// made pooling a sixth of a SmallCNN step.
+template <class T>
+void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t stride, std::size_t ho,
+                        std::size_t wo, std::uint32_t base, T* y, std::uint32_t* argmax) {
+    for (std::size_t oy = 0; oy < ho; ++oy) {
+        const std::size_t top = oy * stride * w;
+        for (std::size_t ox = 0; ox < wo; ++ox) {
+            const std::size_t a = top + ox * stride, b = a + 1, c = a + w, d = c + 1;
+            const std::size_t ab = x[b] > x[a] ? b : a;
+            const std::size_t cd = x[d] > x[c] ? d : c;
+            const std::size_t best = x[cd] > x[ab] ? cd : ab;
             y[oy * wo + ox] = x[best];
             argmax[oy * wo + ox] = base + static_cast<std::uint32_t>(best);
         }
+    }
 }
 
 template <class T>
@@ -271,9 +331,10 @@ NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
     out.bias = bias;
     out.window = win;
     out.needs_grad = true;
-    for (std::size_t first = 0; first < d.n; first += d.chunk())
+    for_image_chunks(d, parts_for(d.n), [&](std::size_t, std::size_t first, std::size_t count) {
         conv_forward_chunk(d, win, in.value.data(), weight.data(), bias ? bias->data() : nullptr,
-                           first, std::min(d.chunk(), d.n - first), out.value.data());
+                           first, count, out.value.data());
+    });
     return tape.last();
 }
 
@@ -287,10 +348,20 @@ NodeId max_pool2d(Tape<T>& tape, NodeId x, Window win) {
     Node<T>& out = tape.push(OpKind::MaxPool2d, x, {n, c, ho, wo});
     out.window = win;
     out.argmax.resize(n * c * ho * wo);
-    for (std::size_t plane = 0; plane < n * c; ++plane)
-        max_pool_plane(in.value.data() + plane * h * w, w, win, ho, wo,
-                       static_cast<std::uint32_t>(plane * h * w),
-                       out.value.data() + plane * ho * wo, out.argmax.data() + plane * ho * wo);
+    const std::size_t parts = parts_for(n);
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(n * c, parts, part);
+        for (std::size_t plane = begin; plane < end; ++plane) {
+            const T* x = in.value.data() + plane * h * w;
+            const auto base = static_cast<std::uint32_t>(plane * h * w);
+            T* y = out.value.data() + plane * ho * wo;
+            std::uint32_t* arg = out.argmax.data() + plane * ho * wo;
+            if (win.kernel == 2)
+                max_pool_plane_2x2(x, w, win.stride, ho, wo, base, y, arg);
+            else
+                max_pool_plane(x, w, win, ho, wo, base, y, arg);
+        }
+    });
     return tape.last();
 }
 
@@ -350,6 +421,22 @@ NodeId cross_entropy(Tape<T>& tape, NodeId logits, const std::vector<int>& label
     return tape.last();
 }
 
+namespace {
+
+// Output columns ox whose input column ox·stride + kx − pad lies inside [0, width).
+std::pair<std::size_t, std::size_t> valid_columns(std::size_t kx, std::size_t width,
+                                                  std::size_t wo, const Window& win) {
+    const long pad = long(win.padding), stride = long(win.stride);
+    long lo = pad > long(kx) ? (pad - long(kx) + stride - 1) / stride : 0;
+    long hi = (long(width) - 1 + pad - long(kx));
+    hi = hi < 0 ? 0 : hi / stride + 1;
+    lo = std::min<long>(lo, long(wo));
+    hi = std::clamp<long>(hi, lo, long(wo));
+    return {std::size_t(lo), std::size_t(hi)};
+}
+
+}  // namespace
+
 template <class T>
 void im2col(const T* image, std::size_t channels, std::size_t height, std::size_t width,
             const Window& win, T* cols, std::size_t ld, std::size_t col0) {
@@ -360,6 +447,7 @@ void im2col(const T* image, std::size_t channels, std::size_t height, std::size_
         for (std::size_t ky = 0; ky < win.kernel; ++ky)
             for (std::size_t kx = 0; kx < win.kernel; ++kx) {
                 T* row = cols + ((c * win.kernel + ky) * win.kernel + kx) * ld + col0;
+                const auto [lo, hi] = valid_columns(kx, width, wo, win);
                 for (std::size_t oy = 0; oy < ho; ++oy) {
                     const long iy = long(oy * win.stride + ky) - pad;
                     T* dst = row + oy * wo;
@@ -367,11 +455,16 @@ void im2col(const T* image, std::size_t channels, std::size_t height, std::size_
                         std::fill(dst, dst + wo, T(0));
                         continue;
                     }
+                    // Input column of output column ox: ox·stride + kx − pad (≥ 0 from lo on).
                     const T* src = image + (c * height + std::size_t(iy)) * width;
-                    for (std::size_t ox = 0; ox < wo; ++ox) {
-                        const long ix = long(ox * win.stride + kx) - pad;
-                        dst[ox] = (ix < 0 || ix >= long(width)) ? T(0) : src[ix];
-                    }
+                    const std::size_t offset = kx - std::size_t(pad);  // wraps; added to ≥ pad
+                    std::fill(dst, dst + lo, T(0));
+                    if (win.stride == 1 && hi > lo)
+                        std::copy(src + (lo + offset), src + (hi + offset), dst + lo);
+                    else
+                        for (std::size_t ox = lo; ox < hi; ++ox)
+                            dst[ox] = src[ox * win.stride + offset];
+                    std::fill(dst + hi, dst + wo, T(0));
                 }
             }
 }
@@ -386,15 +479,14 @@ void col2im_add(const T* cols, std::size_t ld, std::size_t col0, std::size_t cha
         for (std::size_t ky = 0; ky < win.kernel; ++ky)
             for (std::size_t kx = 0; kx < win.kernel; ++kx) {
                 const T* row = cols + ((c * win.kernel + ky) * win.kernel + kx) * ld + col0;
+                const auto [lo, hi] = valid_columns(kx, width, wo, win);
                 for (std::size_t oy = 0; oy < ho; ++oy) {
                     const long iy = long(oy * win.stride + ky) - pad;
                     if (iy < 0 || iy >= long(height)) continue;
                     T* dst = image + (c * height + std::size_t(iy)) * width;
+                    const std::size_t offset = kx - std::size_t(pad);  // wraps; see im2col
                     const T* src = row + oy * wo;
-                    for (std::size_t ox = 0; ox < wo; ++ox) {
-                        const long ix = long(ox * win.stride + kx) - pad;
-                        if (ix >= 0 && ix < long(width)) dst[ix] += src[ox];
-                    }
+                    for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * win.stride + offset] += src[ox];
                 }
             }
 }

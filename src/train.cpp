@@ -2,6 +2,7 @@
 
 #include "minsharp/checkpoint.hpp"
 #include "minsharp/models.hpp"
+#include "minsharp/parallel.hpp"
 #include "minsharp/progress.hpp"
 
 #include <chrono>
@@ -286,7 +287,7 @@ void log_epoch(const EpochMetrics& m, int epochs) {
 RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
                     const RunOptions& options, const PreparedData* data) {
     config.validate();
-    if (config.threads > 0) set_blas_threads(config.threads);
+    if (config.threads > 0) set_threads(config.threads);
     PreparedData loaded;
     if (!data) {
         loaded = prepare_data(config);

@@ -1,0 +1,30 @@
+// One level of parallelism per phase: either OpenBLAS threads inside one big GEMM, or our
+// own workers over independent parts (images of a batch), each calling single-threaded
+// BLAS. Mixing both oversubscribes the two cores and makes small GEMMs spin (TOOLCHAIN.md).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace minsharp {
+
+/// Threads used by parallel_parts (the --threads setting; default: all cores).
+int worker_threads();
+
+/// Sets the worker count and OpenBLAS's thread count together (0: all cores).
+void set_threads(int threads);
+
+/// Runs part(i) for i in [0, parts) on the workers and waits. BLAS runs single-threaded
+/// inside. Parts must write disjoint memory; results do not depend on which worker ran a
+/// part, so output is reproducible for a given `parts`.
+void parallel_parts(std::size_t parts, const std::function<void(std::size_t)>& part);
+
+/// [begin, end) of part i when n items are split into `parts` contiguous pieces.
+inline std::pair<std::size_t, std::size_t> part_range(std::size_t n, std::size_t parts,
+                                                      std::size_t i) {
+    const std::size_t base = n / parts, extra = n % parts;
+    const std::size_t begin = i * base + (i < extra ? i : extra);
+    return {begin, begin + base + (i < extra ? 1 : 0)};
+}
+
+}  // namespace minsharp
