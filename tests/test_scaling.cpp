@@ -298,7 +298,7 @@ BOOST_AUTO_TEST_CASE(layer_traces_sum_the_blocks) {
     LayerDiag b{"layer1", 1, 2, 1, {3.0, 4.0}, {}};
     const auto t = layer_traces({a, b});
     BOOST_TEST(t.size() == 2u);
-    BOOST_TEST(t[0].name == "layer0");
+    BOOST_TEST(t[0].layer == "layer0");
     BOOST_TEST(t[0].weight == 3.0);
     BOOST_TEST(t[0].bias == 0.75);
     BOOST_TEST(t[1].weight == 7.0);

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -200,6 +201,13 @@ struct RunnerSummary {
 /// the other in this process when no executable is given. A failed job does not stop the
 /// others; failures are listed in the summary.
 RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& options);
+
+/// The job's n training images drawn at random (seeded by job.seed), with their labels, as
+/// E1 and E2 use them (the same job seed and n give the same images in both).
+Dataset random_training_images(const Job& job);
+
+/// float images → double, for the measures (which run in double).
+Tensor4<double> to_double(const Tensor4<float>& x);
 
 /// Loads a JSON file. Throws IoError naming the file when it is missing or malformed.
 nlohmann::json read_json(const std::filesystem::path& file);

@@ -48,11 +48,13 @@ struct DiagHessian {
 
 struct CurvatureOptions {
     std::size_t chunk = 1000;  ///< inputs per forward pass (bounds memory)
-    int threads = 0;           ///< worker threads for per-example work (0: all cores)
+    /// Threads for the per-input conv work (0: worker_threads() from parallel.hpp, which
+    /// defaults to all cores). Results are bit-reproducible for a given count.
+    int threads = 0;
     /// Upper bound on the buffers that keep every backward pass's output gradient of the
     /// conv layers for one chunk (K × chunk × Σ_conv O·Ho·Wo values); the chunk is made
     /// smaller when needed to stay under it.
-    std::size_t conv_buffer_bytes = std::size_t(256) << 20;
+    std::size_t conv_buffer_bytes = std::size_t(32) << 20;
 };
 
 /// Throws NotPiecewiseLinearError naming the first layer the exact identity does not
@@ -80,5 +82,13 @@ std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
 /// 2 × (number of parameters) gradient evaluations.
 DiagHessian brute_force_diag_hessian(Sequential<double>& model, const Tensor4<double>& x,
                                      double step = 1e-4);
+
+/// The same central differences for selected entries only (indices into the flat
+/// get_flat_parameters layout), for networks too large to difference every coordinate.
+/// Throws Error for an index ≥ the parameter count.
+std::vector<double> brute_force_diag_entries(Sequential<double>& model,
+                                             const Tensor4<double>& x,
+                                             const std::vector<std::size_t>& flat_indices,
+                                             double step = 1e-4);
 
 }  // namespace minsharp::sharpness

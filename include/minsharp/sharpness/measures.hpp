@@ -61,7 +61,8 @@ struct LayerRow {
     std::optional<NormalizedSharpness> normalized;  ///< when the measure was asked for
 };
 
-/// The Hutchinson estimate of Tr H: mean of vᵀHv over Rademacher probes v.
+/// The Hutchinson estimate of Tr H: mean of vᵀHv over Rademacher probes v, each Hv by
+/// central differences of the gradient (estimators.hpp: hutchinson_sample).
 struct HutchinsonResult {
     double estimate = 0.0;
     double standard_error = 0.0;  ///< sample standard deviation / √samples

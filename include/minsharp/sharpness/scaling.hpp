@@ -74,14 +74,8 @@ NodeScales random_node_scales(const Sequential<T>& model, Rng& rng, double max_f
 template <class T>
 std::vector<LayerDiag> layer_diags(const Sequential<T>& model, const DiagHessian& diag);
 
-/// Weight and bias traces of one parametric layer.
-struct LayerTrace {
-    std::string name;     ///< "layer0", ...
-    double weight = 0.0;  ///< T^W_l
-    double bias = 0.0;    ///< T^b_l (0 without bias)
-};
-
-/// Per-layer weight/bias traces of the diagonals from layer_diags.
+/// Per-layer weight/bias traces of the diagonals from layer_diags (LayerTrace is declared in
+/// curvature.hpp; DiagHessian::layer_traces gives the same from a DiagHessian).
 std::vector<LayerTrace> layer_traces(const std::vector<LayerDiag>& layers);
 
 }  // namespace minsharp::sharpness

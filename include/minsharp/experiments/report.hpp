@@ -1,0 +1,65 @@
+// From finished run folders to the deliverables: e1.csv … e4.csv, e3_correlations.csv,
+// results.json, gnuplot figures and report.md (SCIENCE.md §6 reference numbers side by side).
+#pragma once
+
+#include "minsharp/experiments/e1.hpp"
+#include "minsharp/experiments/e2.hpp"
+#include "minsharp/experiments/e3.hpp"
+#include "minsharp/experiments/e4.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace minsharp::experiments {
+
+/// Everything found in an output folder.
+struct Collected {
+    nlohmann::json plan;  ///< DIR/plan.json (profile, settings, job names), or null
+    std::vector<E1Result> e1;
+    std::vector<E2Result> e2;
+    std::vector<E3Result> e3;  ///< sorted by model, ratio, trial
+    std::optional<E4Result> e4;
+    std::vector<std::string> missing;   ///< planned jobs without a result
+    std::vector<std::string> problems;  ///< result files that could not be read
+};
+
+/// Reads DIR/plan.json and every DIR/e*/runs/*/{result,measures}.json. Results are sorted
+/// so that the same set of runs always gives the same tables.
+Collected collect_results(const std::filesystem::path& dir);
+
+struct ReportOptions {
+    bool figures = true;                 ///< draw PNGs when gnuplot is on the PATH
+    std::optional<double> wall_seconds;  ///< of the command that produced the runs
+    int jobs = 0, threads = 0;           ///< how it ran (0: unknown, e.g. --collect)
+    std::size_t jobs_run = 0;            ///< jobs this invocation executed
+    std::size_t jobs_reused = 0;         ///< jobs found finished and skipped
+};
+
+struct ReportOutcome {
+    std::filesystem::path report;                ///< DIR/report.md
+    std::vector<std::filesystem::path> figures;  ///< PNGs drawn
+    bool gnuplot = false;                        ///< whether gnuplot was found
+};
+
+/// Where gnuplot is on the PATH, or empty.
+std::filesystem::path find_gnuplot();
+
+/// The mean over runs per (model, ratio) of the E3 quantities, for tables.
+struct E3Summary {
+    std::string model;
+    double ratio = 0;
+    std::size_t runs = 0;
+    double gap = 0, train_loss = 0, train_accuracy = 0, test_accuracy = 0;
+    double trace = 0, ms = 0, ms_node = 0, normalized = 0;
+};
+std::vector<E3Summary> summarize_e3(const std::vector<E3Result>& results);
+
+/// Writes the CSVs, results.json, the figures and report.md into `dir` (all atomically).
+ReportOutcome write_report(const std::filesystem::path& dir, const Collected& collected,
+                           const ReportOptions& options = {});
+
+}  // namespace minsharp::experiments

@@ -1,0 +1,384 @@
+#define BOOST_TEST_MODULE experiments
+#include <boost/test/unit_test.hpp>
+
+#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/report.hpp"
+#include "minsharp/io.hpp"
+#include "synthetic.hpp"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+using namespace minsharp;
+using namespace minsharp::experiments;
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- a synthetic dataset on disk, so the pipeline runs without MNIST --------------------------
+
+void put_u32(std::string& out, std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out += char((v >> shift) & 0xff);
+}
+
+// Like MNIST, a dark background (bytes 0–20, i.e. ≈ −1 after normalization) and bright
+// strokes: the synthetic generator's faint noise (|v| ≤ 0.2) becomes the background.
+int pixel_byte(float v) {
+    return v <= 0.2f ? int(std::lround((double(v) + 0.2) * 50.0)) : int(std::lround(double(v) * 255.0));
+}
+
+void write_idx_pair(const Dataset& d, const fs::path& images, const fs::path& labels) {
+    std::string img = {0, 0, 8, 3}, lab = {0, 0, 8, 1};
+    put_u32(img, std::uint32_t(d.size()));
+    put_u32(img, 28);
+    put_u32(img, 28);
+    put_u32(lab, std::uint32_t(d.size()));
+    for (float v : d.images) img += char(pixel_byte(v));
+    for (int y : d.labels) lab += char(y);
+    write_file_atomic(images, img);
+    write_file_atomic(labels, lab);
+}
+
+fs::path synthetic_data_dir(const fs::path& root) {
+    const fs::path dir = root / "data";
+    write_idx_pair(testing::synthetic_dataset(300, 1, "train"), dir / "train-images-idx3-ubyte",
+                   dir / "train-labels-idx1-ubyte");
+    write_idx_pair(testing::synthetic_dataset(200, 2, "test"), dir / "t10k-images-idx3-ubyte",
+                   dir / "t10k-labels-idx1-ubyte");
+    return dir;
+}
+
+// ---- CSV reading (RFC 4180 quotes) ------------------------------------------------------------
+
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+    std::vector<std::vector<std::string>> rows(1);
+    std::string cell;
+    bool quoted = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') cell += '"', ++i;
+            else if (c == '"') quoted = false;
+            else cell += c;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == ',') {
+            rows.back().push_back(cell), cell.clear();
+        } else if (c == '\n') {
+            rows.back().push_back(cell), cell.clear();
+            rows.emplace_back();
+        } else {
+            cell += c;
+        }
+    }
+    if (rows.back().empty()) rows.pop_back();
+    return rows;
+}
+
+// The CSV without its timing columns (wall times differ between any two executions).
+std::vector<std::vector<std::string>> csv_without_seconds(const fs::path& file) {
+    const auto rows = parse_csv(read_file(file));
+    std::vector<std::size_t> keep;
+    for (std::size_t c = 0; c < rows.front().size(); ++c)
+        if (rows.front()[c].find("seconds") == std::string::npos) keep.push_back(c);
+    std::vector<std::vector<std::string>> out;
+    for (const auto& row : rows) {
+        std::vector<std::string> r;
+        for (std::size_t c : keep) r.push_back(row.at(c));
+        out.push_back(r);
+    }
+    return out;
+}
+
+std::pair<ino_t, std::int64_t> identity_of(const fs::path& file) {
+    struct stat st {};
+    BOOST_REQUIRE(::stat(file.c_str(), &st) == 0);
+    return {st.st_ino, std::int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+
+// One tiny-profile pipeline shared by the test cases (built once: it is the slow part).
+struct Pipeline {
+    fs::path root;
+    PlanSettings settings;
+    std::vector<Job> jobs;
+    RunnerSummary first;
+    bool real_data = false;  ///< MNIST found at the default data dir (else synthetic)
+
+    Pipeline() {
+        root = fs::temp_directory_path() / ("minsharp_test_experiments_" + std::to_string(::getpid()));
+        fs::remove_all(root);
+        settings.out = root / "out";
+        const fs::path mnist = default_data_dir("mnist");
+        real_data = fs::exists(mnist / "train-images-idx3-ubyte") ||
+                    fs::exists(mnist / "train-images-idx3-ubyte.gz");
+        settings.data_dir = real_data ? mnist.string() : synthetic_data_dir(root).string();
+        settings.threads = 1;
+        const Profile profile = make_profile("tiny");
+        jobs = plan_jobs(profile, settings);
+        write_plan_json(profile, settings, jobs);
+        first = run_jobs(jobs, {1, {}, false});
+        write_report(settings.out, collect_results(settings.out), {true, 1.0, 1, 1, first.finished, 0});
+    }
+    ~Pipeline() { fs::remove_all(root); }
+
+    const Job& job(const std::string& experiment, std::size_t index = 0) const {
+        std::size_t seen = 0;
+        for (const auto& j : jobs)
+            if (j.experiment == experiment && seen++ == index) return j;
+        throw Error("no such job");
+    }
+};
+
+Pipeline& pipeline() {
+    static Pipeline p;
+    return p;
+}
+
+bool has_columns(const fs::path& csv, const std::vector<std::string>& names) {
+    const auto header = parse_csv(read_file(csv)).front();
+    for (const auto& n : names)
+        if (std::find(header.begin(), header.end(), n) == header.end()) {
+            BOOST_TEST_MESSAGE(csv.string() << " lacks column " << n);
+            return false;
+        }
+    return true;
+}
+
+}  // namespace
+
+// ---- profiles, plans and job command lines ---------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(profiles_and_experiment_lists) {
+    for (const auto& name : profile_names()) BOOST_TEST(make_profile(name).name == name);
+    BOOST_CHECK_THROW(make_profile("huge"), Error);
+    try {
+        make_profile("huge");
+    } catch (const Error& e) {
+        BOOST_TEST(std::string(e.what()).find("quick") != std::string::npos);
+    }
+    BOOST_TEST((parse_experiments("e3, e1,e3") == std::vector<std::string>{"e1", "e3"}));
+    BOOST_CHECK_THROW(parse_experiments("e1,e5"), Error);
+    BOOST_CHECK_THROW(parse_experiments(""), Error);
+    // The quick profile keeps the pilot's MLP setting (SCIENCE.md §7).
+    const Profile quick = make_profile("quick");
+    BOOST_TEST(quick.e3.front().train.model == "mlp");
+    BOOST_TEST(quick.e3.front().train.train_size == 2000u);
+    BOOST_TEST(quick.e3.front().train.epochs == 200);
+    BOOST_TEST(quick.e3.front().ratios.size() == 6u);
+    const Profile full = make_profile("full");
+    BOOST_TEST(full.e3.front().ratios.size() == 11u);
+    BOOST_TEST(full.e3.front().trials == 10);
+}
+
+BOOST_AUTO_TEST_CASE(threads_never_oversubscribe) {
+    BOOST_TEST(threads_per_job(2, 2) == 1);
+    BOOST_TEST(threads_per_job(1, 2) == 2);
+    BOOST_TEST(threads_per_job(3, 2) == 1);
+    BOOST_TEST(threads_per_job(4, 16) == 4);
+}
+
+BOOST_AUTO_TEST_CASE(job_arguments_round_trip_and_plan_lines) {
+    PlanSettings s;
+    s.out = "/tmp/some out";
+    s.data_dir = "/tmp/data";
+    s.threads = 3;
+    const auto jobs = plan_jobs(make_profile("quick"), s);
+    std::size_t e3 = 0;
+    for (const auto& j : jobs) e3 += j.experiment == "e3";
+    BOOST_TEST(e3 == 6u * 2 + 3u * 2);  // MLP 6 ratios × 2 trials, LeNet 3 × 2
+    for (const auto& job : jobs) {
+        const Job back = parse_job_arguments(job_arguments(job));
+        BOOST_TEST(back.identity() == job.identity());
+        BOOST_TEST(back.folder() == job.folder());
+        BOOST_TEST(back.threads == 3);
+    }
+    const std::string text = plan_text(jobs, "/opt/bin/reproduce_experiments");
+    std::istringstream in(text);
+    std::size_t lines = 0;
+    for (std::string line; std::getline(in, line); ++lines) {
+        BOOST_TEST(line.rfind("/opt/bin/reproduce_experiments run --experiment ", 0) == 0);
+        BOOST_TEST(line.find("--out '/tmp/some out'") != std::string::npos);  // quoted
+        BOOST_TEST(line.find("--threads 3") != std::string::npos);
+    }
+    BOOST_TEST(lines == jobs.size());
+    const Job& mlp = jobs[std::size_t(std::find_if(jobs.begin(), jobs.end(), [](const Job& j) {
+                                          return j.experiment == "e3" && j.ratio == 0.2;
+                                      }) - jobs.begin())];
+    BOOST_TEST(mlp.name() == "mlp-r0.2-t0");
+    BOOST_TEST(mlp.folder() == fs::path("/tmp/some out/e3/runs/mlp-r0.2-t0"));
+    BOOST_TEST(mlp.train_config().label_noise == 0.2);
+    BOOST_TEST(mlp.train_config().sgd.lr_decay == 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(job_arguments_reject_bad_input) {
+    PlanSettings s;
+    s.out = "/tmp/x";
+    s.data_dir = "/tmp/d";
+    const Job job = plan_jobs(make_profile("tiny"), s).back();
+    auto args = job_arguments(job);
+    auto with = [&](std::vector<std::string> extra) {
+        auto a = args;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    BOOST_CHECK_THROW(parse_job_arguments(with({"--colour", "red"})), Error);
+    BOOST_CHECK_THROW(parse_job_arguments(with({"--epochs", "ten"})), Error);
+    BOOST_CHECK_THROW(parse_job_arguments(with({"--epochs"})), Error);
+    BOOST_CHECK_THROW(parse_job_arguments(with({"--experiment", "e9"})), Error);
+    auto missing = args;
+    const auto it = std::find(missing.begin(), missing.end(), "--epochs");
+    missing.erase(it, it + 2);
+    BOOST_CHECK_THROW(parse_job_arguments(missing), Error);
+    BOOST_CHECK_NO_THROW(parse_job_arguments(with({"--epochs=5"})));
+    BOOST_TEST(parse_job_arguments(with({"--epochs=5"})).epochs == 5);
+}
+
+BOOST_AUTO_TEST_CASE(spawned_job_failures_are_reported_not_fatal) {
+    PlanSettings s;
+    s.out = fs::temp_directory_path() / ("minsharp_spawn_" + std::to_string(::getpid()));
+    s.data_dir = "/nonexistent";
+    s.experiments = {"e1"};
+    const auto jobs = plan_jobs(make_profile("tiny"), s);
+    // /bin/true exits 0 but writes no result: still a failure. /bin/false exits 1.
+    for (const char* exe : {"/bin/true", "/bin/false"}) {
+        const RunnerSummary summary = run_jobs(jobs, {2, exe, false});
+        BOOST_TEST(summary.total == jobs.size());
+        BOOST_TEST(summary.failed == jobs.size());
+        BOOST_TEST(summary.failures.front().find("job.log") != std::string::npos);
+    }
+    fs::remove_all(s.out);
+}
+
+BOOST_AUTO_TEST_CASE(correlations_by_hand) {
+    std::vector<E3Result> runs;
+    for (int i = 0; i < 4; ++i) {
+        E3Result r;
+        r.model = "mlp";
+        r.ratio = i / 3.0;
+        r.train_accuracy = 1.0;
+        r.test_accuracy = 0.9 - 0.2 * i;  // gap 0.1, 0.3, 0.5, 0.7
+        r.ms = 1.0 + i;                   // concordant with the gap
+        r.train_loss = 1.0 - 0.1 * i;     // discordant
+        r.trace = i == 1 ? 5.0 : 1.0 + i; // (1, 5, 3, 4): C = 4, D = 2
+        r.ms_node = r.normalized = 2.0;   // constant: undefined
+        runs.push_back(r);
+    }
+    const auto c = e3_correlations(runs);
+    BOOST_TEST(c.size() == e3_measure_names().size());
+    for (const auto& k : c) {
+        BOOST_TEST(k.runs == 4u);
+        if (k.measure == "ms") BOOST_TEST(k.kendall == 1.0, boost::test_tools::tolerance(1e-12));
+        if (k.measure == "train_loss") BOOST_TEST(k.kendall == -1.0, boost::test_tools::tolerance(1e-12));
+        if (k.measure == "trace") BOOST_TEST(k.kendall == 2.0 / 6.0, boost::test_tools::tolerance(1e-12));
+        if (k.measure == "ms_node") BOOST_TEST(std::isnan(k.kendall));
+    }
+}
+
+// ---- the tiny profile end to end ---------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(tiny_pipeline_writes_every_output) {
+    Pipeline& p = pipeline();
+    const fs::path out = p.settings.out;
+    BOOST_TEST(p.first.failed == 0u, (p.first.failures.empty() ? "" : p.first.failures.front()));
+    BOOST_TEST(p.first.finished == p.jobs.size());
+    for (const auto& job : p.jobs) BOOST_TEST(fs::exists(job.result_file()), job.result_file());
+    BOOST_TEST(has_columns(out / "e3.csv",
+                           {"model", "ratio", "trial", "train_loss", "train_accuracy",
+                            "test_accuracy", "gap", "trace", "ms", "ms_node", "normalized",
+                            "train_seconds", "diag_seconds", "ms_seconds", "ms_node_seconds",
+                            "normalized_seconds"}));
+    BOOST_TEST(has_columns(out / "e1.csv", {"model", "n", "trial", "fast_seconds", "brute_seconds",
+                                            "speedup", "fast_trace", "brute_trace", "diff_norm",
+                                            "relative_diff"}));
+    BOOST_TEST(has_columns(out / "e2.csv", {"model", "n", "trial", "estimator", "samples",
+                                            "seconds", "error", "relative_error"}));
+    BOOST_TEST(has_columns(out / "e4.csv", {"transform", "factor", "output_change", "trace", "ms",
+                                            "ms_node"}));
+    BOOST_TEST(has_columns(out / "e3_correlations.csv", {"model", "measure", "kendall_tau",
+                                                         "spearman_rho"}));
+    BOOST_TEST(parse_csv(read_file(out / "e3.csv")).size() == 3u);  // header + 2 ratios
+    const auto results = nlohmann::json::parse(read_file(out / "results.json"));
+    BOOST_TEST(results["e3"]["runs"].size() == 2u);
+    BOOST_TEST(results["plan"]["profile"]["name"] == "tiny");
+    const std::string report = read_file(out / "report.md");
+    for (const char* section : {"## Profile and why", "## E1", "## E2", "## E3",
+                                "## Side by side with the paper", "## E4", "Kendall"})
+        BOOST_TEST(report.find(section) != std::string::npos, section);
+    if (!find_gnuplot().empty())
+        for (const char* png : {"e1_trace", "e2_error_vs_time", "e3_small-mlp", "e4_scale_invariance"})
+            BOOST_TEST(fs::exists(out / "figures" / (std::string(png) + ".png")), png);
+
+    // The science holds even here: fast = brute force, transforms keep the function, MS is
+    // invariant under layer-wise and node-wise MS under every transform. (The brute force
+    // differences the gradient with a step of 1e-4, which on the synthetic data's small
+    // pre-activations often straddles a ReLU kink; on MNIST it does not.)
+    if (p.real_data)
+        BOOST_TEST(results["e1"][0]["relative_diff"].get<double>() <= 1e-5);
+    const auto& rows = results["e4"]["rows"];
+    const double ms0 = rows[1]["ms"], node0 = rows[1]["ms_node"];  // factor 1, layer-wise
+    BOOST_TEST(rows.size() == 6u);
+    for (const auto& row : rows) {
+        BOOST_TEST(row["output_change"].get<double>() <= 1e-10);
+        BOOST_TEST(row["ms_node"].get<double>() == node0, boost::test_tools::tolerance(1e-8));
+        if (row["transform"] == "layer")
+            BOOST_TEST(row["ms"].get<double>() == ms0, boost::test_tools::tolerance(1e-8));
+        if (row["factor"] != 1.0)
+            BOOST_TEST(std::abs(std::log10(row["trace"].get<double>() /
+                                           rows[1]["trace"].get<double>())) > 3.0);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rerun_skips_finished_runs) {
+    Pipeline& p = pipeline();
+    std::map<fs::path, std::pair<ino_t, std::int64_t>> before;
+    for (const auto& job : p.jobs) before[job.result_file()] = identity_of(job.result_file());
+    const fs::path model = p.job("e3").folder() / "model.safetensors";
+    const auto model_before = identity_of(model);
+    const RunnerSummary again = run_jobs(p.jobs, {1, {}, false});
+    BOOST_TEST(again.skipped == p.jobs.size());
+    BOOST_TEST(again.finished == 0u);
+    for (const auto& [file, id] : before) BOOST_TEST((identity_of(file) == id), file);
+    BOOST_TEST((identity_of(model) == model_before));
+}
+
+BOOST_AUTO_TEST_CASE(killed_then_resumed_grid_gives_the_same_csv) {
+    Pipeline& p = pipeline();
+    const fs::path out = p.settings.out;
+    const auto reference = csv_without_seconds(out / "e3.csv");
+    // Run A lost its measures (killed while measuring); run B was killed after its first
+    // epoch (checkpoint of epoch 1, no model, no measures).
+    const Job& a = p.job("e3", 0);
+    const Job& b = p.job("e3", 1);
+    fs::remove(a.result_file());
+    fs::remove_all(b.folder());
+    TrainConfig first_epoch = b.train_config();
+    first_epoch.epochs = 1;
+    train_run(first_epoch, b.folder(), {false, false, false});
+    fs::remove(b.folder() / "model.safetensors");
+    BOOST_TEST(fs::exists(b.folder() / "checkpoint.safetensors"));
+
+    const Collected partial = collect_results(out);
+    BOOST_TEST(partial.missing.size() == 2u);
+    const RunnerSummary resumed = run_jobs(p.jobs, {1, {}, false});
+    BOOST_TEST(resumed.finished == 2u);
+    BOOST_TEST(resumed.skipped == p.jobs.size() - 2);
+    write_report(out, collect_results(out), {false, std::nullopt, 0, 0, 0, 0});
+    BOOST_TEST((csv_without_seconds(out / "e3.csv") == reference));
+    // The resumed run continued from its checkpoint: metrics of every epoch, once each.
+    std::istringstream metrics(read_file(b.folder() / "metrics.jsonl"));
+    int epochs = 0;
+    for (std::string line; std::getline(metrics, line);) epochs += !line.empty();
+    BOOST_TEST(epochs == b.epochs);
+}
+
+BOOST_AUTO_TEST_CASE(finished_run_with_other_settings_is_refused) {
+    Pipeline& p = pipeline();
+    Job other = p.job("e3");
+    other.epochs += 1;
+    BOOST_CHECK_THROW(job_done(other), Error);
+    BOOST_TEST(job_done(p.job("e3")));
+}
