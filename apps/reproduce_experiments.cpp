@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
         }
         const Profile profile = make_profile(profile_name);
         const int cores = available_cores();
-        if (jobs == 0) jobs = default_jobs(cores);
+        if (jobs == 0) jobs = threads > 0 ? std::max(1, cores / threads) : default_jobs(cores);
         if (threads == 0) threads = threads_per_job(jobs, cores);
         PlanSettings settings;
         settings.out = out.empty() ? fs::path("results") /

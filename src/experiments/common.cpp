@@ -198,12 +198,14 @@ Profile quick_profile() {
 Profile standard_profile() {
     Profile p = quick_profile();
     p.name = "standard";
-    p.summary = "Finishes in at most 90 minutes on 2 cores. LeNet on N = 10,000 images "
-                "(five times the pilot's largest), where its capacity starts to be stretched "
-                "by label noise; the MLP grid grows to 5,000 images and 3 trials.";
-    p.e1 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10, 100, 1000}}},
+    p.summary = "Finishes in at most 90 minutes on 2 cores. LeNet on N = 10,000 images, five "
+                "times the pilot's largest, where label noise takes most of the training to "
+                "memorize (a pilot at r = 1 reached 86% training accuracy at epoch 30 and 100% "
+                "at epoch 60); the MLP grid grows to 5,000 images and 3 trials.";
+    p.e1 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10, 100}}},
             3,
-            "all of the paper's n; 3 trials instead of 10"};
+            "3 trials; SmallCNN at n = 1000 (about half an hour of brute force per trial on "
+            "one core) only in the full profile"};
     p.e2 = {{{"small-mlp", {100, 1000}}, {"small-cnn", {100}}},
             2,
             3000,
@@ -212,11 +214,12 @@ Profile standard_profile() {
                  ratio_steps(5),
                  3,
                  "the pilot's MLP setting on 5,000 images, 3 trials"};
-    GridSpec lenet{train_spec("lenet", 10000, 60, 128, 0.02, 1, 12),
-                   {0.0, 0.2, 0.4, 0.6, 0.8, 1.0},
-                   1,
-                   "N = 10,000 (the issue asks for ≥ 10,000), six ratios, one trial, 60 "
-                   "epochs at lr 0.02: what fits in the budget"};
+    GridSpec lenet{train_spec("lenet", 10000, 60, 128, 0.02, 6, 12),
+                   ratio_steps(5),
+                   2,
+                   "N = 10,000 (the issue asks for ≥ 10,000), six ratios, 2 trials, 60 epochs "
+                   "for every run (the r = 1 pilot memorized its labels by epoch 60) at lr 0.02: "
+                   "what fits in the budget"};
     p.e3 = {mlp, lenet};
     p.e4.train = mlp.train;
     return p;
@@ -494,7 +497,7 @@ namespace {
 // machine; only used for the order of jobs and the ETA).
 double train_cost(const std::string& model) {
     if (model == "mlp") return 6e-5;
-    if (model == "lenet") return 1e-3;
+    if (model == "lenet") return 7e-4;
     if (model == "small-cnn") return 2e-4;
     return 5e-6;
 }

@@ -20,9 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <numeric>
-#include <thread>
 
 namespace minsharp::sharpness {
 
@@ -130,19 +128,6 @@ std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
 namespace {
 
 constexpr std::size_t none = static_cast<std::size_t>(-1);
-
-// Sets OpenBLAS to one thread while our own threads run, so the two levels of parallelism
-// never oversubscribe the cores; restores the previous count afterwards.
-class SingleThreadedBlas {
-public:
-    SingleThreadedBlas() : previous_(blas_threads()) { set_blas_threads(1); }
-    ~SingleThreadedBlas() { set_blas_threads(previous_); }
-    SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-    SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
-private:
-    int previous_;
-};
 
 template <class T>
 struct DenseLayer {
@@ -317,24 +302,13 @@ private:
     }
 
     // Per-input weight gradients of the conv layers, split over the workers by contiguous
-    // ranges of inputs.
+    // ranges of inputs (parallel_parts runs BLAS single-threaded inside).
     void accumulate_conv(std::size_t count) {
         const std::size_t workers = std::min(workers_, count);
-        SingleThreadedBlas blas;
-        std::vector<std::exception_ptr> errors(workers);
-        auto work = [&](std::size_t w) {
-            try {
-                conv_inputs(w, w * count / workers, (w + 1) * count / workers);
-            } catch (...) {
-                errors[w] = std::current_exception();
-            }
-        };
-        std::vector<std::thread> pool;
-        for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
-        work(0);
-        for (auto& t : pool) t.join();
-        for (auto& e : errors)
-            if (e) std::rethrow_exception(e);
+        parallel_parts(workers, [&](std::size_t w) {
+            const auto [first, last] = part_range(count, workers, w);
+            conv_inputs(w, first, last);
+        });
     }
 
     // G_i = E_i Uᵀ_i for all K seeds at once: (K·O × Ho·Wo)(Ho·Wo × C·k·k). With a bias,
