@@ -21,9 +21,14 @@ struct E1Result {
     double fast_seconds = 0;        ///< exact_diag_hessian in double
     double brute_seconds = 0;       ///< brute_force_diag_hessian (2·P gradient evaluations)
     double step = 0;                ///< the brute force's central-difference step
+    /// Entries where the differences at `step` and at step/10 disagreed (a ReLU or max-pool
+    /// kink within reach of the step); they were redone at smaller steps until two agreed.
+    std::size_t kink_entries = 0;
+    std::size_t unresolved_entries = 0;  ///< still disagreeing at the smallest step
+    double check_seconds = 0;            ///< time of that check (not part of brute_seconds)
     double fast_float_seconds = 0;  ///< exact_diag_hessian in float
     double fast_trace = 0, brute_trace = 0;
-    double diff_norm = 0;           ///< ‖fast − brute‖₂ over all entries
+    double diff_norm = 0;           ///< ‖fast − brute‖₂ over all entries (brute after the kink check)
     double diag_norm = 0;           ///< ‖brute‖₂
     double float_diff_norm = 0;     ///< ‖fast(float) − brute‖₂
     double relative_diff() const { return diag_norm > 0 ? diff_norm / diag_norm : diff_norm; }
