@@ -33,18 +33,56 @@ void add_column_sums(const T* m, std::size_t rows, std::size_t cols, T* out) {
     }
 }
 
-// Conv work is split over image chunks so that the im2col buffer stays L2-sized (2^17
-// elements measured fastest for SmallCNN and LeNet among 2^16..2^20)
-// while the GEMM still sees thousands of columns.
-constexpr std::size_t conv_chunk_elements = std::size_t(1) << 17;
+// Element-wise passes are memory-bound; splitting them over the workers pays from about
+// 2^16 elements on (below, handing out the parts costs more than it saves).
+constexpr std::size_t parallel_elementwise_min = std::size_t(1) << 16;
 
+// Runs fn(begin, end) over [0, n) split into one contiguous range per worker.
+template <class F>
+void for_ranges(std::size_t n, F&& fn) {
+    const std::size_t parts =
+        n < parallel_elementwise_min ? 1 : std::size_t(std::max(1, worker_threads()));
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(n, parts, part);
+        fn(begin, end);
+    });
+}
+
+// Element-wise kernels over restrict pointers: written inline in the for_ranges lambdas,
+// GCC reloaded the captured pointers after every store and branched per element (scalar,
+// 2.3 ns per element instead of vector selects).
+template <class T>
+void relu_range(const T* __restrict a, T* __restrict y, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) y[i] = a[i] > T(0) ? a[i] : T(0);
+}
+
+template <class T>
+void relu_grad_range(const T* __restrict y, const T* __restrict dy, T* __restrict dx,
+                     std::size_t n, bool accumulate) {
+    if (accumulate)
+        for (std::size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+    else
+        for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+}
+
+template <class T>
+void copy_range(const T* __restrict a, T* __restrict y, std::size_t n, bool accumulate) {
+    if (accumulate)
+        for (std::size_t i = 0; i < n; ++i) y[i] += a[i];
+    else
+        std::copy(a, a + n, y);
+}
+
+// Conv work runs one image at a time: the GEMMs then read and write NCHW activations in
+// place (no layout copies), and OpenBLAS's small-matrix kernels run these shapes at
+// 90–115 GFLOP/s per core, against 47–80 for the same work batched over several images
+// (bench: SmallCNN conv1 weight gradient 102 vs 47, conv2 forward 114 vs 78).
 struct ConvDims {
     std::size_t n, c, h, w, o, k, ho, wo;
     std::size_t patch() const { return c * k * k; }
     std::size_t plane() const { return ho * wo; }
-    std::size_t chunk() const {
-        return std::clamp<std::size_t>(conv_chunk_elements / (patch() * plane()), 1, n);
-    }
+    std::size_t image_in() const { return c * h * w; }
+    std::size_t image_out() const { return o * plane(); }
 };
 
 template <class T>
@@ -56,28 +94,12 @@ ConvDims conv_dims(const Node<T>& in, const Parameter<T>& weight, const Window& 
     return d;
 }
 
-// Scratch buffers reused by every conv call of a thread.
+// The im2col matrix of one image, reused by every conv call of a thread.
 template <class T>
-struct ConvScratch {
-    std::vector<T> cols, out;
-    void reserve(std::size_t cols_size, std::size_t out_size) {
-        if (cols.size() < cols_size) cols.resize(cols_size);
-        if (out.size() < out_size) out.resize(out_size);
-    }
-};
-
-template <class T>
-ConvScratch<T>& conv_scratch() {
-    thread_local ConvScratch<T> scratch;
-    return scratch;
-}
-
-template <class T>
-void im2col_chunk(const T* x, const ConvDims& d, const Window& win, std::size_t first,
-                  std::size_t count, T* cols) {
-    const std::size_t ld = count * d.plane();
-    for (std::size_t i = 0; i < count; ++i)
-        im2col(x + (first + i) * d.c * d.h * d.w, d.c, d.h, d.w, win, cols, ld, i * d.plane());
+T* conv_cols(const ConvDims& d) {
+    thread_local std::vector<T> cols;
+    if (cols.size() < d.patch() * d.plane()) cols.resize(d.patch() * d.plane());
+    return cols.data();
 }
 
 // ---- linear ---------------------------------------------------------------------------
@@ -88,44 +110,69 @@ void backward_linear(Tape<T>& tape, NodeId id, bool parameter_grads) {
     Node<T>& in = tape.node(out.input);
     const std::size_t n = out.value.shape()[0], o = out.value.shape()[1], f = features(in.value);
     if (parameter_grads) {
-        gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), out.grad.data(), in.value.data(), T(1),
-                out.weight->grad.data());
+        parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), out.grad.data(), in.value.data(),
+                         T(1), out.weight->grad.data());
         if (out.bias) add_column_sums(out.grad.data(), n, o, out.bias->grad.data());
     }
-    if (in.needs_grad)
-        gemm<T>(Trans::No, Trans::No, n, f, o, T(1), out.grad.data(), out.weight->data(), T(1),
-                in.grad.data());
+    if (in.needs_grad) {
+        parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), out.grad.data(),
+                         out.weight->data(), in.grad_written ? T(1) : T(0), in.grad.data());
+        in.grad_written = true;
+    }
 }
 
 // ---- conv2d ---------------------------------------------------------------------------
 
-template <class T>
-void conv_forward_chunk(const ConvDims& d, const Window& win, const T* x, const T* w,
-                        const T* b, std::size_t first, std::size_t count, T* y) {
-    auto& s = conv_scratch<T>();
-    const std::size_t cols_n = count * d.plane();
-    s.reserve(d.patch() * cols_n, d.o * cols_n);
-    im2col_chunk(x, d, win, first, count, s.cols.data());
-    gemm<T>(Trans::No, Trans::No, d.o, cols_n, d.patch(), T(1), w, s.cols.data(), T(0),
-            s.out.data());
-    // The GEMM gives (O, images·plane); activations are NCHW.
-    for (std::size_t i = 0; i < count; ++i)
-        for (std::size_t o = 0; o < d.o; ++o) {
-            const T* src = s.out.data() + o * cols_n + i * d.plane();
-            T* dst = y + ((first + i) * d.o + o) * d.plane();
-            const T bias = b ? b[o] : T(0);
-            for (std::size_t p = 0; p < d.plane(); ++p) dst[p] = src[p] + bias;
-        }
+// OpenBLAS (0.3.21, SkylakeX/Cooperlake kernels) multiplies without packing when
+// m·n·k ≤ 10^6 — and for its column-major "TN" case (our row-major No/Yes) only when
+// m·n ≤ 1200 and k ≥ 32. The conv GEMMs have one short side (16–20 output channels), where
+// the packed path runs at 60–80 GFLOP/s per core and the unpacked one at 100–114, so
+// conv_gemm cuts the columns of C into blocks that qualify (measured on every zoo conv).
+constexpr double openblas_small_mnk = 1e6;
+constexpr std::size_t openblas_small_tn_mn = 1200, openblas_small_tn_min_k = 32;
+
+std::size_t small_kernel_block(Trans ta, Trans tb, std::size_t m, std::size_t n,
+                               std::size_t k) {
+    std::size_t block = std::size_t(openblas_small_mnk / (double(m) * double(k)));
+    if (ta == Trans::No && tb == Trans::Yes) {
+        if (k < openblas_small_tn_min_k) return n;
+        block = std::min(block, openblas_small_tn_mn / m);
+    }
+    if (block >= n || block < 16) return n;  // one call; too narrow blocks lose more
+    const std::size_t blocks = (n + block - 1) / block;
+    return (n + blocks - 1) / blocks;
 }
 
-// Runs chunk(first, count) over all images: the batch is split into one contiguous part
-// per worker, each walked in cache-sized chunks.
+// Row-major C (m×n, leading dimension ldc) = op(A)·op(B) + beta·C, op(B) column blocks at a
+// time; lda/ldb as in gemm.
+template <class T>
+void conv_gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, const T* a,
+               std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
+    const std::size_t block = small_kernel_block(ta, tb, m, n, k);
+    for (std::size_t j = 0; j < n; j += block)
+        gemm<T>(ta, tb, m, std::min(block, n - j), k, T(1), a, lda,
+                tb == Trans::No ? b + j : b + j * ldb, ldb, beta, c + j, ldc);
+}
+
+template <class T>
+void conv_forward_image(const ConvDims& d, const Window& win, const T* x, const T* w,
+                        const T* b, T* y) {
+    T* cols = conv_cols<T>(d);
+    im2col(x, d.c, d.h, d.w, win, cols, d.plane(), 0);
+    conv_gemm<T>(Trans::No, Trans::No, d.o, d.plane(), d.patch(), w, d.patch(), cols, d.plane(),
+                 T(0), y, d.plane());
+    if (b)
+        for (std::size_t o = 0; o < d.o; ++o)
+            for (std::size_t p = 0; p < d.plane(); ++p) y[o * d.plane() + p] += b[o];
+}
+
+// Runs image(part, i) for every image: the batch is split into one contiguous part per
+// worker.
 template <class F>
-void for_image_chunks(const ConvDims& d, std::size_t parts, F&& chunk) {
+void for_images(const ConvDims& d, std::size_t parts, F&& image) {
     parallel_parts(parts, [&](std::size_t part) {
         const auto [begin, end] = part_range(d.n, parts, part);
-        for (std::size_t first = begin; first < end; first += d.chunk())
-            chunk(part, first, std::min(d.chunk(), end - first));
+        for (std::size_t i = begin; i < end; ++i) image(part, i);
     });
 }
 
@@ -143,35 +190,75 @@ std::vector<std::vector<T>>& partial_grads(std::size_t parts, std::size_t size) 
     return partial;
 }
 
+// The backward GEMMs have K = images·plane (weight gradient) or N = images·plane (input
+// gradient): for small planes (SmallCNN conv2: 64, LeNet conv3: 49) one image is too short
+// and a few images gathered into one matrix run faster (measured: SmallCNN conv2 at batch
+// 128, groups of 2 / 4 / 8 / 1 images: 2.5 / 2.9 / 2.8 / 4.4 ms; LeNet indifferent).
+constexpr std::size_t conv_backward_min_columns = 128;
+
+std::size_t backward_group(const ConvDims& d) {
+    return std::max<std::size_t>(1, (conv_backward_min_columns + d.plane() - 1) / d.plane());
+}
+
 template <class T>
-void conv_backward_chunk(const ConvDims& d, const Window& win, const Node<T>& out, Node<T>& in,
-                         T* weight_grad, T* bias_grad, std::size_t first, std::size_t count) {
-    auto& s = conv_scratch<T>();
+struct ConvGradScratch {
+    std::vector<T> dy, cols;
+};
+
+template <class T>
+ConvGradScratch<T>& conv_grad_scratch(const ConvDims& d, std::size_t group) {
+    thread_local ConvGradScratch<T> s;
+    if (s.dy.size() < d.o * group * d.plane()) s.dy.resize(d.o * group * d.plane());
+    if (s.cols.size() < d.patch() * group * d.plane()) s.cols.resize(d.patch() * group * d.plane());
+    return s;
+}
+
+// The output gradient of images [first, first + count) as one (O, count·plane) matrix:
+// the NCHW slice itself for one image, else a gathered copy.
+template <class T>
+const T* output_grad_matrix(const ConvDims& d, const T* dy, std::size_t first,
+                            std::size_t count, T* buffer) {
+    const T* g = dy + first * d.image_out();
+    if (count == 1) return g;
     const std::size_t cols_n = count * d.plane();
-    s.reserve(d.patch() * cols_n, d.o * cols_n);
-    T* dy = s.out.data();
     for (std::size_t i = 0; i < count; ++i)
         for (std::size_t o = 0; o < d.o; ++o)
-            std::memcpy(dy + o * cols_n + i * d.plane(),
-                        out.grad.data() + ((first + i) * d.o + o) * d.plane(),
+            std::memcpy(buffer + o * cols_n + i * d.plane(), g + (i * d.o + o) * d.plane(),
                         d.plane() * sizeof(T));
+    return buffer;
+}
+
+// Gradients from images [first, first + count): weight and bias (when non-null) and the
+// input gradient (when dx is non-null; added to dx or, unless accumulate, written over it;
+// dx, dy and x are the whole NCHW tensors).
+template <class T>
+void conv_backward_group(const ConvDims& d, const Window& win, const T* w, const T* dy,
+                         const T* x, T* dx, bool accumulate, std::size_t first,
+                         std::size_t count, T* weight_grad, T* bias_grad) {
+    auto& s = conv_grad_scratch<T>(d, count);
+    const std::size_t cols_n = count * d.plane();
+    const T* g = output_grad_matrix(d, dy, first, count, s.dy.data());
     if (weight_grad) {
-        im2col_chunk(in.value.data(), d, win, first, count, s.cols.data());
-        gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), cols_n, T(1), dy, s.cols.data(), T(1),
-                weight_grad);
+        for (std::size_t i = 0; i < count; ++i)
+            im2col(x + (first + i) * d.image_in(), d.c, d.h, d.w, win, s.cols.data(), cols_n,
+                   i * d.plane());
+        conv_gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), cols_n, g, cols_n, s.cols.data(),
+                     cols_n, T(1), weight_grad, d.patch());
     }
     if (bias_grad)
         for (std::size_t o = 0; o < d.o; ++o) {
             T sum = 0;
-            for (std::size_t p = 0; p < cols_n; ++p) sum += dy[o * cols_n + p];
+            for (std::size_t p = 0; p < cols_n; ++p) sum += g[o * cols_n + p];
             bias_grad[o] += sum;
         }
-    if (in.needs_grad) {
-        gemm<T>(Trans::Yes, Trans::No, d.patch(), cols_n, d.o, T(1), out.weight->data(), dy,
-                T(0), s.cols.data());
+    if (dx) {
+        conv_gemm<T>(Trans::Yes, Trans::No, d.patch(), cols_n, d.o, w, d.patch(), g, cols_n, T(0),
+                     s.cols.data(), cols_n);
+        T* image = dx + first * d.image_in();
+        if (!accumulate) std::fill(image, image + count * d.image_in(), T(0));
         for (std::size_t i = 0; i < count; ++i)
             col2im_add(s.cols.data(), cols_n, i * d.plane(), d.c, d.h, d.w, win,
-                       in.grad.data() + (first + i) * d.c * d.h * d.w);
+                       image + i * d.image_in());
     }
 }
 
@@ -183,11 +270,17 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
     const std::size_t parts = parts_for(d.n);
     const std::size_t wsize = out.weight->size(), bsize = out.bias ? out.bias->size() : 0;
     auto& partial = partial_grads<T>(parameter_grads ? parts : 0, wsize + bsize);
-    for_image_chunks(d, parts, [&](std::size_t part, std::size_t first, std::size_t count) {
+    const std::size_t group = backward_group(d);
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(d.n, parts, part);
         T* wg = parameter_grads ? partial[part].data() : nullptr;
         T* bg = parameter_grads && out.bias ? partial[part].data() + wsize : nullptr;
-        conv_backward_chunk(d, out.window, out, in, wg, bg, first, count);
+        for (std::size_t first = begin; first < end; first += group)
+            conv_backward_group(d, out.window, out.weight->data(), out.grad.data(),
+                                in.value.data(), in.needs_grad ? in.grad.data() : nullptr,
+                                in.grad_written, first, std::min(group, end - first), wg, bg);
     });
+    if (in.needs_grad) in.grad_written = true;
     if (!parameter_grads) return;
     for (const auto& p : partial) {
         T* wg = out.weight->grad.data();
@@ -219,21 +312,33 @@ void max_pool_plane(const T* x, std::size_t w, const Window& win, std::size_t ho
         }
 }
 
-// The 2×2 window of the zoo models, unrolled: the generic loop's data-dependent branches
-// made pooling a sixth of a SmallCNN step.
-template <class T>
-void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t stride, std::size_t ho,
-                        std::size_t wo, std::uint32_t base, T* y, std::uint32_t* argmax) {
+// The 2×2 window of the zoo models as selects on values (not on indices, whose dependent
+// loads kept GCC from vectorizing): ties go to the first maximum in a, b, c, d order, like
+// the generic loop.
+template <std::size_t Stride, class T>
+void max_pool_row_2x2(const T* __restrict top, const T* __restrict bottom, std::size_t wo,
+                      std::uint32_t first, std::uint32_t w, T* __restrict y,
+                      std::uint32_t* __restrict argmax) {
+    for (std::size_t ox = 0; ox < wo; ++ox) {
+        const T a = top[ox * Stride], b = top[ox * Stride + 1];
+        const T c = bottom[ox * Stride], d = bottom[ox * Stride + 1];
+        const bool right_top = b > a, right_bottom = d > c;
+        const T ab = right_top ? b : a, cd = right_bottom ? d : c;
+        const bool lower = cd > ab;
+        const std::uint32_t offset = lower ? w + std::uint32_t(right_bottom) : std::uint32_t(right_top);
+        y[ox] = lower ? cd : ab;
+        argmax[ox] = first + std::uint32_t(ox * Stride) + offset;
+    }
+}
+
+// Strides 1 and 2 (the zoo's) as compile-time constants, which lets GCC vectorize the row.
+template <std::size_t Stride, class T>
+void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t ho, std::size_t wo,
+                        std::uint32_t base, T* y, std::uint32_t* argmax) {
     for (std::size_t oy = 0; oy < ho; ++oy) {
-        const std::size_t top = oy * stride * w;
-        for (std::size_t ox = 0; ox < wo; ++ox) {
-            const std::size_t a = top + ox * stride, b = a + 1, c = a + w, d = c + 1;
-            const std::size_t ab = x[b] > x[a] ? b : a;
-            const std::size_t cd = x[d] > x[c] ? d : c;
-            const std::size_t best = x[cd] > x[ab] ? cd : ab;
-            y[oy * wo + ox] = x[best];
-            argmax[oy * wo + ox] = base + static_cast<std::uint32_t>(best);
-        }
+        const std::size_t top = oy * Stride * w;
+        max_pool_row_2x2<Stride>(x + top, x + top + w, wo, base + std::uint32_t(top),
+                                 std::uint32_t(w), y + oy * wo, argmax + oy * wo);
     }
 }
 
@@ -244,7 +349,17 @@ void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     if (!in.needs_grad) return;
     const T* dy = out.grad.data();
     T* dx = in.grad.data();
-    for (std::size_t i = 0; i < out.argmax.size(); ++i) dx[out.argmax[i]] += dy[i];
+    // An output plane's argmax points into its own input plane: planes are independent.
+    const auto& s = out.value.shape();
+    const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
+    const std::size_t in_plane = in.value.shape()[2] * in.value.shape()[3];
+    const std::size_t parts = out.argmax.size() < parallel_elementwise_min ? 1 : parts_for(planes);
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(planes, parts, part);
+        if (!in.grad_written) std::fill(dx + begin * in_plane, dx + end * in_plane, T(0));
+        for (std::size_t i = begin * plane; i < end * plane; ++i) dx[out.argmax[i]] += dy[i];
+    });
+    in.grad_written = true;
 }
 
 // ---- relu / flatten -------------------------------------------------------------------
@@ -257,8 +372,10 @@ void backward_relu(Tape<T>& tape, NodeId id, bool) {
     const T* y = out.value.data();
     const T* dy = out.grad.data();
     T* dx = in.grad.data();
-    const std::size_t n = out.value.size();
-    for (std::size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+    for_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
+        relu_grad_range(y + begin, dy + begin, dx + begin, end - begin, in.grad_written);
+    });
+    in.grad_written = true;
 }
 
 template <class T>
@@ -268,7 +385,10 @@ void backward_flatten(Tape<T>& tape, NodeId id, bool) {
     if (!in.needs_grad) return;
     const T* dy = out.grad.data();
     T* dx = in.grad.data();
-    for (std::size_t i = 0; i < out.value.size(); ++i) dx[i] += dy[i];
+    for_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
+        copy_range(dy + begin, dx + begin, end - begin, in.grad_written);
+    });
+    in.grad_written = true;
 }
 
 // ---- cross_entropy --------------------------------------------------------------------
@@ -282,9 +402,11 @@ void backward_cross_entropy(Tape<T>& tape, NodeId id, bool) {
     const T scale = out.grad(0, 0, 0, 0) / static_cast<T>(n);
     const T* p = out.probabilities.data();
     T* dz = in.grad.data();
+    if (!in.grad_written) std::fill(dz, dz + n * k, T(0));
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < k; ++j)
             dz[i * k + j] += scale * (p[i * k + j] - (out.labels[i] == int(j) ? T(1) : T(0)));
+    in.grad_written = true;
 }
 
 }  // namespace
@@ -309,7 +431,7 @@ NodeId linear(Tape<T>& tape, NodeId x, Parameter<T>& weight,
             std::memcpy(y + i * o, bias->data(), o * sizeof(T));
         else
             std::fill(y + i * o, y + (i + 1) * o, T(0));
-    gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), in.value.data(), weight.data(), T(1), y);
+    parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), in.value.data(), weight.data(), T(1), y);
     return tape.last();
 }
 
@@ -332,9 +454,9 @@ NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
     out.bias = bias;
     out.window = win;
     out.needs_grad = true;
-    for_image_chunks(d, parts_for(d.n), [&](std::size_t, std::size_t first, std::size_t count) {
-        conv_forward_chunk(d, win, in.value.data(), weight.data(), bias ? bias->data() : nullptr,
-                           first, count, out.value.data());
+    for_images(d, parts_for(d.n), [&](std::size_t, std::size_t i) {
+        conv_forward_image(d, win, in.value.data() + i * d.image_in(), weight.data(),
+                           bias ? bias->data() : nullptr, out.value.data() + i * d.image_out());
     });
     return tape.last();
 }
@@ -357,8 +479,10 @@ NodeId max_pool2d(Tape<T>& tape, NodeId x, Window win) {
             const auto base = static_cast<std::uint32_t>(plane * h * w);
             T* y = out.value.data() + plane * ho * wo;
             std::uint32_t* arg = out.argmax.data() + plane * ho * wo;
-            if (win.kernel == 2)
-                max_pool_plane_2x2(x, w, win.stride, ho, wo, base, y, arg);
+            if (win.kernel == 2 && win.stride == 1)
+                max_pool_plane_2x2<1>(x, w, ho, wo, base, y, arg);
+            else if (win.kernel == 2 && win.stride == 2)
+                max_pool_plane_2x2<2>(x, w, ho, wo, base, y, arg);
             else
                 max_pool_plane(x, w, win, ho, wo, base, y, arg);
         }
@@ -372,7 +496,9 @@ NodeId relu(Tape<T>& tape, NodeId x) {
     Node<T>& out = tape.push(OpKind::ReLU, x, shape4(in.value));
     const T* a = in.value.data();
     T* y = out.value.data();
-    for (std::size_t i = 0; i < in.value.size(); ++i) y[i] = a[i] > T(0) ? a[i] : T(0);
+    for_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
+        relu_range(a + begin, y + begin, end - begin);
+    });
     return tape.last();
 }
 
@@ -380,7 +506,11 @@ template <class T>
 NodeId flatten(Tape<T>& tape, NodeId x) {
     const Node<T>& in = tape.node(x);
     Node<T>& out = tape.push(OpKind::Flatten, x, {in.value.shape()[0], features(in.value), 1, 1});
-    std::copy(in.value.begin(), in.value.end(), out.value.begin());
+    const T* a = in.value.data();
+    T* y = out.value.data();
+    for_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
+        std::copy(a + begin, a + end, y + begin);
+    });
     return tape.last();
 }
 
@@ -422,76 +552,6 @@ NodeId cross_entropy(Tape<T>& tape, NodeId logits, const std::vector<int>& label
     return tape.last();
 }
 
-namespace {
-
-// Output columns ox whose input column ox·stride + kx − pad lies inside [0, width).
-std::pair<std::size_t, std::size_t> valid_columns(std::size_t kx, std::size_t width,
-                                                  std::size_t wo, const Window& win) {
-    const long pad = long(win.padding), stride = long(win.stride);
-    long lo = pad > long(kx) ? (pad - long(kx) + stride - 1) / stride : 0;
-    long hi = (long(width) - 1 + pad - long(kx));
-    hi = hi < 0 ? 0 : hi / stride + 1;
-    lo = std::min<long>(lo, long(wo));
-    hi = std::clamp<long>(hi, lo, long(wo));
-    return {std::size_t(lo), std::size_t(hi)};
-}
-
-}  // namespace
-
-template <class T>
-void im2col(const T* image, std::size_t channels, std::size_t height, std::size_t width,
-            const Window& win, T* cols, std::size_t ld, std::size_t col0) {
-    const std::size_t ho = (height + 2 * win.padding - win.kernel) / win.stride + 1;
-    const std::size_t wo = (width + 2 * win.padding - win.kernel) / win.stride + 1;
-    const long pad = long(win.padding);
-    for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t ky = 0; ky < win.kernel; ++ky)
-            for (std::size_t kx = 0; kx < win.kernel; ++kx) {
-                T* row = cols + ((c * win.kernel + ky) * win.kernel + kx) * ld + col0;
-                const auto [lo, hi] = valid_columns(kx, width, wo, win);
-                for (std::size_t oy = 0; oy < ho; ++oy) {
-                    const long iy = long(oy * win.stride + ky) - pad;
-                    T* dst = row + oy * wo;
-                    if (iy < 0 || iy >= long(height)) {
-                        std::fill(dst, dst + wo, T(0));
-                        continue;
-                    }
-                    // Input column of output column ox: ox·stride + kx − pad (≥ 0 from lo on).
-                    const T* src = image + (c * height + std::size_t(iy)) * width;
-                    const std::size_t offset = kx - std::size_t(pad);  // wraps; added to ≥ pad
-                    std::fill(dst, dst + lo, T(0));
-                    if (win.stride == 1 && hi > lo)
-                        std::copy(src + (lo + offset), src + (hi + offset), dst + lo);
-                    else
-                        for (std::size_t ox = lo; ox < hi; ++ox)
-                            dst[ox] = src[ox * win.stride + offset];
-                    std::fill(dst + hi, dst + wo, T(0));
-                }
-            }
-}
-
-template <class T>
-void col2im_add(const T* cols, std::size_t ld, std::size_t col0, std::size_t channels,
-                std::size_t height, std::size_t width, const Window& win, T* image) {
-    const std::size_t ho = (height + 2 * win.padding - win.kernel) / win.stride + 1;
-    const std::size_t wo = (width + 2 * win.padding - win.kernel) / win.stride + 1;
-    const long pad = long(win.padding);
-    for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t ky = 0; ky < win.kernel; ++ky)
-            for (std::size_t kx = 0; kx < win.kernel; ++kx) {
-                const T* row = cols + ((c * win.kernel + ky) * win.kernel + kx) * ld + col0;
-                const auto [lo, hi] = valid_columns(kx, width, wo, win);
-                for (std::size_t oy = 0; oy < ho; ++oy) {
-                    const long iy = long(oy * win.stride + ky) - pad;
-                    if (iy < 0 || iy >= long(height)) continue;
-                    T* dst = image + (c * height + std::size_t(iy)) * width;
-                    const std::size_t offset = kx - std::size_t(pad);  // wraps; see im2col
-                    const T* src = row + oy * wo;
-                    for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * win.stride + offset] += src[ox];
-                }
-            }
-}
-
 namespace detail {
 template <class T>
 void backward_op(Tape<T>& tape, NodeId id, bool parameter_grads) {
@@ -515,10 +575,6 @@ void backward_op(Tape<T>& tape, NodeId id, bool parameter_grads) {
     template NodeId flatten<T>(Tape<T>&, NodeId);                                            \
     template NodeId cross_entropy<T>(Tape<T>&, NodeId, const std::vector<int>&);             \
     template void softmax_rows<T>(const T*, std::size_t, std::size_t, T*);                   \
-    template void im2col<T>(const T*, std::size_t, std::size_t, std::size_t, const Window&,  \
-                            T*, std::size_t, std::size_t);                                   \
-    template void col2im_add<T>(const T*, std::size_t, std::size_t, std::size_t,            \
-                                std::size_t, std::size_t, const Window&, T*);                \
     template void detail::backward_op<T>(Tape<T>&, NodeId, bool);
 
 MINSHARP_INSTANTIATE_OPS(float)

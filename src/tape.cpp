@@ -71,14 +71,25 @@ NodeId Tape<T>::input(const Tensor4<T>& x) {
 }
 
 template <class T>
-void Tape<T>::reset_grads(NodeId upto) {
+void Tape<T>::prepare_grads(NodeId upto) {
     for (NodeId i = 0; i <= upto; ++i) {
         Node<T>& n = nodes_[i];
+        n.grad_written = false;
         if (!n.needs_grad && i != upto) continue;
         std::array<std::size_t, 4> shape;
         std::copy(n.value.shape().begin(), n.value.shape().end(), shape.begin());
         ensure_shape(n.grad, shape);
+    }
+}
+
+// Nodes the seed does not reach have a zero gradient.
+template <class T>
+void Tape<T>::zero_unreached_grads(NodeId upto) {
+    for (NodeId i = 0; i < upto; ++i) {
+        Node<T>& n = nodes_[i];
+        if (!n.needs_grad || n.grad_written) continue;
         std::fill(n.grad.begin(), n.grad.end(), T(0));
+        n.grad_written = true;
     }
 }
 
@@ -93,12 +104,15 @@ void Tape<T>::backward(NodeId scalar) {
 template <class T>
 void Tape<T>::backward(NodeId from, const Tensor4<T>& seed, bool parameter_grads) {
     check_shape(seed, node(from).value.shape(), "backward seed for " + to_string(node(from).kind));
-    reset_grads(from);
+    prepare_grads(from);
     std::copy(seed.begin(), seed.end(), nodes_[from].grad.begin());
+    nodes_[from].grad_written = true;
     for (NodeId i = from + 1; i-- > 0;) {
-        if (!nodes_[i].needs_grad || nodes_[i].kind == OpKind::Input) continue;
+        const Node<T>& n = nodes_[i];
+        if (!n.needs_grad || !n.grad_written || n.kind == OpKind::Input) continue;
         detail::backward_op(*this, i, parameter_grads);
     }
+    zero_unreached_grads(from);
 }
 
 template struct Parameter<float>;

@@ -53,29 +53,35 @@ BOOST_AUTO_TEST_CASE(conv2d_gradients_match_with_stride_and_padding) {
     }
 }
 
+// Every im2col path: dense (stride 1, no padding), padded (stride 1), general (stride 2).
 BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
-    Rng rng(4);
-    auto w = random_parameter("w", {2, 3, 3, 3}, rng);
-    auto b = random_parameter("b", {2}, rng);
-    const auto x = random_tensor({2, 3, 6, 5}, rng);
-    const Window win{3, 2, 1};
-    Tape<double> tape;
-    const auto& y = tape.value(conv2d(tape, tape.input(x), w, &b, win));
-    BOOST_REQUIRE(y.shape()[2] == 3 && y.shape()[3] == 3);
-    for (std::size_t n = 0; n < 2; ++n)
-        for (std::size_t o = 0; o < 2; ++o)
-            for (std::size_t oy = 0; oy < 3; ++oy)
-                for (std::size_t ox = 0; ox < 3; ++ox) {
-                    double s = b.value[o];
-                    for (std::size_t c = 0; c < 3; ++c)
-                        for (std::size_t ky = 0; ky < 3; ++ky)
-                            for (std::size_t kx = 0; kx < 3; ++kx) {
-                                const long iy = long(oy * 2 + ky) - 1, ix = long(ox * 2 + kx) - 1;
-                                if (iy < 0 || iy >= 6 || ix < 0 || ix >= 5) continue;
-                                s += w.value[((o * 3 + c) * 3 + ky) * 3 + kx] * x(n, c, iy, ix);
-                            }
-                    BOOST_TEST(y(n, o, oy, ox) == s, boost::test_tools::tolerance(1e-12));
-                }
+    for (Window win : {Window{3, 2, 1}, Window{3, 1, 0}, Window{5, 1, 2}, Window{2, 1, 1}}) {
+        Rng rng(4 + win.kernel);
+        auto w = random_parameter("w", {2, 3, win.kernel, win.kernel}, rng);
+        auto b = random_parameter("b", {2}, rng);
+        const auto x = random_tensor({2, 3, 6, 5}, rng);
+        Tape<double> tape;
+        const auto& y = tape.value(conv2d(tape, tape.input(x), w, &b, win));
+        const std::size_t ho = (6 + 2 * win.padding - win.kernel) / win.stride + 1;
+        const std::size_t wo = (5 + 2 * win.padding - win.kernel) / win.stride + 1;
+        BOOST_REQUIRE(y.shape()[2] == ho && y.shape()[3] == wo);
+        const std::size_t k = win.kernel;
+        for (std::size_t n = 0; n < 2; ++n)
+            for (std::size_t o = 0; o < 2; ++o)
+                for (std::size_t oy = 0; oy < ho; ++oy)
+                    for (std::size_t ox = 0; ox < wo; ++ox) {
+                        double s = b.value[o];
+                        for (std::size_t c = 0; c < 3; ++c)
+                            for (std::size_t ky = 0; ky < k; ++ky)
+                                for (std::size_t kx = 0; kx < k; ++kx) {
+                                    const long iy = long(oy * win.stride + ky) - long(win.padding);
+                                    const long ix = long(ox * win.stride + kx) - long(win.padding);
+                                    if (iy < 0 || iy >= 6 || ix < 0 || ix >= 5) continue;
+                                    s += w.value[((o * 3 + c) * k + ky) * k + kx] * x(n, c, iy, ix);
+                                }
+                        BOOST_TEST(std::abs(y(n, o, oy, ox) - s) <= 1e-12 * (1 + std::abs(s)));
+                    }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(max_pool_relu_flatten_gradients_match) {
@@ -157,4 +163,30 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_what_was_expected) {
                               return std::string(e.what()).find("input has 1 channels") !=
                                      std::string::npos;
                           });
+}
+
+// Backward writes each gradient on first reach instead of zeroing all of them first: a
+// branch the seed does not reach must still read as zero, and the reached path must not
+// see values left from an earlier pass.
+BOOST_AUTO_TEST_CASE(unreached_branch_has_zero_gradient_after_earlier_passes) {
+    Rng rng(8);
+    auto w1 = random_parameter("w1", {3, 4}, rng), w2 = random_parameter("w2", {2, 3}, rng);
+    const auto x = random_tensor({2, 4, 1, 1}, rng);
+    Tape<double> tape;
+    const NodeId h = linear(tape, tape.input(x), w1, nullptr);
+    const NodeId branch = relu(tape, h);                  // not on the path to `out`
+    const NodeId out = linear(tape, h, w2, nullptr);
+    const auto seed_branch = random_tensor({2, 3, 1, 1}, rng);
+    const auto seed_out = random_tensor({2, 2, 1, 1}, rng);
+    tape.backward(branch, seed_branch, false);            // leaves values in branch, h
+    tape.backward(out, seed_out, false);
+    BOOST_TEST(tape.grad(branch) == Tensor4<double>(xt::zeros<double>({2, 3, 1, 1})),
+               boost::test_tools::per_element());
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j) {
+            double expected = 0;  // dh = seed · W2
+            for (std::size_t o = 0; o < 2; ++o)
+                expected += seed_out(i, o, 0, 0) * w2.value[o * 3 + j];
+            BOOST_TEST(tape.grad(h)(i, j, 0, 0) == expected, boost::test_tools::tolerance(1e-14));
+        }
 }

@@ -52,6 +52,9 @@ struct Node {
     OpKind kind = OpKind::Input;
     NodeId input = no_node;    ///< the activation this op consumed
     bool needs_grad = false;   ///< false for inputs and everything computed only from them
+    /// During backward: grad holds this pass's value. The first op to reach a node writes
+    /// its gradient instead of adding to it, so no pass has to zero every gradient first.
+    bool grad_written = false;
     Tensor4<T> value;
     Tensor4<T> grad;
     Parameter<T>* weight = nullptr;
@@ -92,7 +95,8 @@ public:
 
 private:
     std::size_t checked(NodeId id) const;
-    void reset_grads(NodeId upto);
+    void prepare_grads(NodeId upto);
+    void zero_unreached_grads(NodeId upto);
 
     std::deque<Node<T>> nodes_;  // deque: node references stay valid while recording
     std::size_t size_ = 0;

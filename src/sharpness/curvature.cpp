@@ -291,8 +291,8 @@ private:
         squared_input_.resize(count * d.in);
         for (std::size_t e = 0; e < count * d.in; ++e) squared_input_[e] = a[e] * a[e];
         product_.resize(d.out * d.in);
-        gemm<T>(Trans::Yes, Trans::No, d.out, d.in, count, T(1), d.squares.data(),
-                squared_input_.data(), T(0), product_.data());
+        parallel_gemm<T>(Trans::Yes, Trans::No, d.out, d.in, count, T(1), d.squares.data(),
+                         squared_input_.data(), T(0), product_.data());
         std::vector<double>& w = diag_[d.weight];
         for (std::size_t e = 0; e < d.out * d.in; ++e) w[e] += double(product_[e]);
         if (d.bias == none) return;
