@@ -1,6 +1,6 @@
 // Time of the exact Hessian diagonal (and the brute-force reference) on the first n MNIST
 // training images at a seeded random init, beside the authors' PyTorch times measured on
-// the same 2-core machine (issue 3).
+// the same 2-core machine, and of the MS / node-wise MS / normalized solves (issue 3).
 //   build/bench/bench_sharpness [--n-max 10000] [--threads 2] [--models mlp,lenet,...]
 //                               [--repeat R]  (best of R runs per row)
 //                               [--full]      (first: the MLP on all 60,000 images, with
@@ -10,6 +10,7 @@
 #include "minsharp/data.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
+#include "minsharp/sharpness/measures.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -32,6 +33,9 @@ const std::map<std::pair<std::string, std::size_t>, double> authors_exact = {
     {{"lenet", 10000}, 232}, {{"small-mlp", 1000}, 0.88}, {{"small-cnn", 1000}, 3.7},
 };
 const double authors_brute_small_mlp_100 = 3.5;
+// The authors' solvers: layer-wise MS by 10,000 SGD steps; normalized sharpness of one
+// 512×784 layer by 10,000 SGD steps (neither converged).
+const double authors_ms_sgd = 2.8, authors_normalized_layer = 2.6;
 
 struct Args {
     std::size_t n_max = 10000;
@@ -156,6 +160,35 @@ void time_brute_force(const Dataset& train, std::size_t n) {
               n == 100 ? authors_brute_small_mlp_100 : 0, process_cpu_seconds() - cpu);
 }
 
+// The solves on the diagonal of n inputs at the seeded init: the diag-H pass is not
+// counted (MeasureSeconds times each solve alone); best of `repeat`.
+void time_solvers(const std::string& name, const Dataset& train, std::size_t n, int threads,
+                  int repeat) {
+    using namespace sharpness;
+    auto model = make_model<double>(name, 1);
+    Batch<double> batch{first_images<double>(train, n),
+                        std::vector<int>(train.labels.begin(), train.labels.begin() + long(n))};
+    MeasureOptions options;
+    options.threads = threads;
+    options.precision = Precision::Float;
+    MeasureSeconds best{1e300, 1e300, 1e300, 1e300, 0};
+    for (int r = 0; r < repeat; ++r) {
+        const auto s = measure_sharpness(model, batch, {Measure::Ms, Measure::MsNode,
+                                                        Measure::Normalized}, options).seconds;
+        best.ms = std::min(best.ms, s.ms);
+        best.ms_node = std::min(best.ms_node, s.ms_node);
+        best.normalized = std::min(best.normalized, s.normalized);
+    }
+    std::printf("%-28s %-7s %6zu %10.2f %10s %12s %10.2f %9.0fx\n", ("MS solve " + name).c_str(),
+                "double", n, best.ms * 1e3, "-", "-", authors_ms_sgd, authors_ms_sgd / best.ms);
+    std::printf("%-28s %-7s %6zu %10.2f %10s %12s %10s %10s\n",
+                ("node-wise MS solve " + name).c_str(), "double", n, best.ms_node * 1e3, "-", "-",
+                "-", "-");
+    std::printf("%-28s %-7s %6zu %10.2f %10s %12s %10.2f %9.0fx\n",
+                ("normalized solve " + name).c_str(), "double", n, best.normalized * 1e3, "-", "-",
+                authors_normalized_layer, authors_normalized_layer / best.normalized);
+}
+
 void full_mlp_memory(const Dataset& train, int threads) {
     auto model = make_model<float>("mlp", 1);
     const Tensor4<float> x = first_images<float>(train, train.size());
@@ -197,8 +230,14 @@ int main(int argc, char** argv) try {
         }
     }
     time_brute_force(train, std::min<std::size_t>(100, args.n_max));
+    for (const auto& name : args.models)
+        time_solvers(name, train, std::min<std::size_t>(1000, args.n_max), args.threads,
+                     args.repeat);
     std::printf("\n(first row per model is a warm-up on up to 100 inputs; cpu ms is the CPU "
-                "time of all threads; with --repeat, the best of the runs)\n");
+                "time of all threads; with --repeat, the best of the runs; solver rows time "
+                "the solve alone, on the diagonal of n inputs; the authors' solvers are 10,000 "
+                "SGD steps, their normalized one for a single 512x784 layer, ours for every "
+                "layer)\n");
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_sharpness: %s\n", e.what());

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE tensor
 #include <boost/test/unit_test.hpp>
 
+#include "minsharp/parallel.hpp"
 #include "minsharp/random.hpp"
 #include "minsharp/tensor.hpp"
 
@@ -10,7 +11,7 @@ namespace {
 
 template <class T>
 void check_gemm_against_naive(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k,
-                              Rng& rng) {
+                              Rng& rng, bool parallel = false) {
     std::vector<T> a(m * k), b(k * n), c(m * n), expected(m * n), magnitude(m * n);
     for (auto& v : a) v = T(rng.normal());
     for (auto& v : b) v = T(rng.normal());
@@ -28,7 +29,10 @@ void check_gemm_against_naive(Trans ta, Trans tb, std::size_t m, std::size_t n, 
             expected[i * n + j] = T(alpha * s + beta * double(c[i * n + j]));
             magnitude[i * n + j] = T(alpha * mag + std::abs(beta * double(c[i * n + j])));
         }
-    gemm<T>(ta, tb, m, n, k, alpha, a.data(), b.data(), beta, c.data());
+    if (parallel)
+        parallel_gemm<T>(ta, tb, m, n, k, alpha, a.data(), b.data(), beta, c.data());
+    else
+        gemm<T>(ta, tb, m, n, k, alpha, a.data(), b.data(), beta, c.data());
     // Rounding error is bounded by the size of the summed products, not of the result.
     const double eps = std::numeric_limits<T>::epsilon() * 8;
     for (std::size_t i = 0; i < m * n; ++i)
@@ -46,6 +50,40 @@ BOOST_AUTO_TEST_CASE(gemm_matches_naive_loop_for_all_transposes) {
                 check_gemm_against_naive<float>(ta, tb, m, n, k, rng);
                 check_gemm_against_naive<double>(ta, tb, m, n, k, rng);
             }
+}
+
+// Big enough to be split over two workers: by rows (m ≥ n) and by columns (n > m), with
+// split points that are not multiples of 16; also from inside a parallel part, where it
+// must run in place.
+BOOST_AUTO_TEST_CASE(parallel_gemm_matches_naive_loop_when_split) {
+    set_threads(2);
+    Rng rng(2);
+    for (Trans ta : {Trans::No, Trans::Yes})
+        for (Trans tb : {Trans::No, Trans::Yes}) {
+            check_gemm_against_naive<float>(ta, tb, 151, 90, 100, rng, true);
+            check_gemm_against_naive<double>(ta, tb, 70, 163, 100, rng, true);
+        }
+    // Nested: each part multiplies its own matrices (Boost.Test is not thread-safe, so the
+    // checks run afterwards on this thread).
+    const std::size_t m = 120, n = 99, k = 100;
+    std::vector<std::vector<float>> a(2), b(2), nested(2), serial(2);
+    for (std::size_t p = 0; p < 2; ++p) {
+        a[p].resize(m * k);
+        b[p].resize(n * k);  // op(B) = Bᵀ: B is n × k
+        for (auto* v : {&a[p], &b[p]})
+            for (auto& x : *v) x = float(rng.normal());
+        nested[p].assign(m * n, 0.f);
+        serial[p].assign(m * n, 0.f);
+        gemm<float>(Trans::No, Trans::Yes, m, n, k, 1.f, a[p].data(), b[p].data(), 0.f,
+                    serial[p].data());
+    }
+    parallel_parts(2, [&](std::size_t p) {
+        parallel_gemm<float>(Trans::No, Trans::Yes, m, n, k, 1.f, a[p].data(), b[p].data(), 0.f,
+                             nested[p].data());
+    });
+    for (std::size_t p = 0; p < 2; ++p)
+        BOOST_TEST(nested[p] == serial[p], boost::test_tools::per_element());
+    set_threads(0);
 }
 
 BOOST_AUTO_TEST_CASE(gemm_respects_leading_dimensions) {

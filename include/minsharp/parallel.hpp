@@ -1,6 +1,8 @@
-// One level of parallelism per phase: either OpenBLAS threads inside one big GEMM, or our
-// own workers over independent parts (images of a batch), each calling single-threaded
-// BLAS. Mixing both oversubscribes the two cores and makes small GEMMs spin (TOOLCHAIN.md).
+// One level of parallelism per phase: our own workers over independent parts (images of a
+// batch, rows or columns of a product), each calling single-threaded BLAS. A GEMM called
+// outside a part may still use OpenBLAS's threads; mixing both at once oversubscribes the
+// two cores and makes small GEMMs spin (TOOLCHAIN.md), so the training step's GEMMs all go
+// through parallel_gemm.
 #pragma once
 
 #include "minsharp/tensor.hpp"
