@@ -1,5 +1,7 @@
 #include "minsharp/nn.hpp"
 
+#include "minsharp/parallel.hpp"
+
 #include <cmath>
 
 namespace minsharp {
@@ -229,7 +231,12 @@ std::size_t Sequential<T>::parameter_count() const {
 
 template <class T>
 void Sequential<T>::zero_grad() {
-    for (auto* p : parameters()) p->grad.fill(T(0));
+    for (auto* p : parameters()) {
+        T* g = p->grad.data();
+        parallel_ranges(p->size(), [&](std::size_t begin, std::size_t end) {
+            std::fill(g + begin, g + end, T(0));
+        });
+    }
 }
 
 template <class T>

@@ -33,21 +33,6 @@ void add_column_sums(const T* m, std::size_t rows, std::size_t cols, T* out) {
     }
 }
 
-// Element-wise passes are memory-bound; splitting them over the workers pays from about
-// 2^16 elements on (below, handing out the parts costs more than it saves).
-constexpr std::size_t parallel_elementwise_min = std::size_t(1) << 16;
-
-// Runs fn(begin, end) over [0, n) split into one contiguous range per worker.
-template <class F>
-void for_ranges(std::size_t n, F&& fn) {
-    const std::size_t parts =
-        n < parallel_elementwise_min ? 1 : std::size_t(std::max(1, worker_threads()));
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(n, parts, part);
-        fn(begin, end);
-    });
-}
-
 // Element-wise kernels over restrict pointers: written inline in the for_ranges lambdas,
 // GCC reloaded the captured pointers after every store and branched per element (scalar,
 // 2.3 ns per element instead of vector selects).
@@ -353,7 +338,7 @@ void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     const auto& s = out.value.shape();
     const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
     const std::size_t in_plane = in.value.shape()[2] * in.value.shape()[3];
-    const std::size_t parts = out.argmax.size() < parallel_elementwise_min ? 1 : parts_for(planes);
+    const std::size_t parts = out.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
     parallel_parts(parts, [&](std::size_t part) {
         const auto [begin, end] = part_range(planes, parts, part);
         if (!in.grad_written) std::fill(dx + begin * in_plane, dx + end * in_plane, T(0));
@@ -372,7 +357,7 @@ void backward_relu(Tape<T>& tape, NodeId id, bool) {
     const T* y = out.value.data();
     const T* dy = out.grad.data();
     T* dx = in.grad.data();
-    for_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
+    parallel_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
         relu_grad_range(y + begin, dy + begin, dx + begin, end - begin, in.grad_written);
     });
     in.grad_written = true;
@@ -385,7 +370,7 @@ void backward_flatten(Tape<T>& tape, NodeId id, bool) {
     if (!in.needs_grad) return;
     const T* dy = out.grad.data();
     T* dx = in.grad.data();
-    for_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
+    parallel_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
         copy_range(dy + begin, dx + begin, end - begin, in.grad_written);
     });
     in.grad_written = true;
@@ -496,7 +481,7 @@ NodeId relu(Tape<T>& tape, NodeId x) {
     Node<T>& out = tape.push(OpKind::ReLU, x, shape4(in.value));
     const T* a = in.value.data();
     T* y = out.value.data();
-    for_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
+    parallel_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
         relu_range(a + begin, y + begin, end - begin);
     });
     return tape.last();
@@ -508,7 +493,7 @@ NodeId flatten(Tape<T>& tape, NodeId x) {
     Node<T>& out = tape.push(OpKind::Flatten, x, {in.value.shape()[0], features(in.value), 1, 1});
     const T* a = in.value.data();
     T* y = out.value.data();
-    for_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
+    parallel_ranges(in.value.size(), [&](std::size_t begin, std::size_t end) {
         std::copy(a + begin, a + end, y + begin);
     });
     return tape.last();

@@ -1,5 +1,7 @@
 #include "minsharp/optim.hpp"
 
+#include "minsharp/parallel.hpp"
+
 #include <cmath>
 #include <string>
 
@@ -9,6 +11,17 @@ namespace {
 void require(bool ok, const std::string& what) {
     if (!ok) throw Error("SGD: " + what);
 }
+
+// v ← μ·v + (g + λ·p);  p ← p − lr·v  (PyTorch's SGD with coupled weight decay).
+template <class T>
+void sgd_update(T* __restrict p, const T* __restrict g, T* __restrict v, std::size_t n, T lr,
+                T mu, T wd) {
+    for (std::size_t j = 0; j < n; ++j) {
+        v[j] = mu * v[j] + (g[j] + wd * p[j]);
+        p[j] -= lr * v[j];
+    }
+}
+
 }  // namespace
 
 void SgdConfig::validate() const {
@@ -42,11 +55,10 @@ void Sgd<T>::step() {
         T* p = params_[i]->value.data();
         const T* g = params_[i]->grad.data();
         T* v = velocity_[i].data();
-        const std::size_t n = params_[i]->size();
-        for (std::size_t j = 0; j < n; ++j) {
-            v[j] = mu * v[j] + (g[j] + wd * p[j]);
-            p[j] -= lr * v[j];
-        }
+        // A serial pass over the MLP's 570k parameters took a quarter of a batch-128 step.
+        parallel_ranges(params_[i]->size(), [&](std::size_t begin, std::size_t end) {
+            sgd_update(p + begin, g + begin, v + begin, end - begin, lr, mu, wd);
+        });
     }
     ++steps_;
 }

@@ -7,6 +7,7 @@
 
 #include "minsharp/tensor.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 
@@ -38,6 +39,21 @@ inline std::pair<std::size_t, std::size_t> part_range(std::size_t n, std::size_t
     const std::size_t base = n / parts, extra = n % parts;
     const std::size_t begin = i * base + (i < extra ? i : extra);
     return {begin, begin + base + (i < extra ? 1 : 0)};
+}
+
+/// Element-wise passes are memory-bound; splitting them over the workers pays from about
+/// this many elements on (below, handing out the parts costs more than it saves).
+inline constexpr std::size_t parallel_ranges_min = std::size_t(1) << 16;
+
+/// Runs fn(begin, end) over [0, n) in one contiguous range per worker (one range when n is
+/// below parallel_ranges_min).
+template <class F>
+void parallel_ranges(std::size_t n, F&& fn) {
+    const std::size_t parts = n < parallel_ranges_min ? 1 : std::size_t(worker_threads());
+    parallel_parts(std::max<std::size_t>(parts, 1), [&](std::size_t part) {
+        const auto [begin, end] = part_range(n, std::max<std::size_t>(parts, 1), part);
+        fn(begin, end);
+    });
 }
 
 }  // namespace minsharp
