@@ -33,7 +33,7 @@ void add_column_sums(const T* m, std::size_t rows, std::size_t cols, T* out) {
     }
 }
 
-// Element-wise kernels over restrict pointers: written inline in the for_ranges lambdas,
+// Element-wise kernels over restrict pointers: written inline in the parallel_ranges lambdas,
 // GCC reloaded the captured pointers after every store and branched per element (scalar,
 // 2.3 ns per element instead of vector selects).
 template <class T>
@@ -58,10 +58,11 @@ void copy_range(const T* __restrict a, T* __restrict y, std::size_t n, bool accu
         std::copy(a, a + n, y);
 }
 
-// Conv work runs one image at a time: the GEMMs then read and write NCHW activations in
-// place (no layout copies), and OpenBLAS's small-matrix kernels run these shapes at
-// 90–115 GFLOP/s per core, against 47–80 for the same work batched over several images
-// (bench: SmallCNN conv1 weight gradient 102 vs 47, conv2 forward 114 vs 78).
+// The conv forward runs one image at a time (the backward a few, see backward_group): the
+// GEMMs then read and write NCHW activations in place (no layout copies), and cut by
+// conv_gemm they run on OpenBLAS's unpacked kernels at 100–115 GFLOP/s per core, against
+// 47–80 for the same work batched over several images (SmallCNN conv1 weight gradient 102
+// vs 47, conv2 forward 114 vs 78).
 struct ConvDims {
     std::size_t n, c, h, w, o, k, ho, wo;
     std::size_t patch() const { return c * k * k; }

@@ -8,7 +8,7 @@
 // and 2,314 gradients, the dense buffers Σ_k E_k∘E_k 1,162, the squared-input scratch 784,
 // the copy of the chunk 784 and the seeds 10 — 8,936 values, i.e. 35.7 MB per chunk in float
 // — plus the 512×784 GEMM product and the double accumulators (535,818 × 8 B = 4.3 MB):
-// ≈ 42 MB in float (bench_sharpness --full measures 42.6 MB of resident-set growth) and
+// ≈ 42 MB in float (bench_sharpness --full measures 42 MB of resident-set growth) and
 // ≈ 80 MB in double, independent of n. Conv nets keep K gradients per conv output in
 // addition; CurvatureOptions::conv_buffer_bytes bounds those by shrinking the chunk.
 
