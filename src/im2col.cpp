@@ -20,8 +20,6 @@ std::pair<std::size_t, std::size_t> valid_columns(std::size_t kx, std::size_t wi
     return {std::size_t(lo), std::size_t(hi)};
 }
 
-}  // namespace
-
 // Rows are a few floats long (8–28 here): plain loops over restrict pointers, which GCC
 // vectorizes without alias checks, instead of a memmove/memset call per row (those calls
 // were 13% of a SmallCNN step). meson.build compiles this file with
@@ -124,6 +122,8 @@ void col2im_padded(const T* cols, std::size_t ld, std::size_t channels, std::siz
             for (std::size_t x = 0; x < width; ++x) dst[x] += src[x];
         }
 }
+
+}  // namespace
 
 template <class T>
 void im2col(const T* image, std::size_t channels, std::size_t height, std::size_t width,
