@@ -80,14 +80,6 @@ ConvDims conv_dims(const Node<T>& in, const Parameter<T>& weight, const Window& 
     return d;
 }
 
-// The im2col matrix of one image, reused by every conv call of a thread.
-template <class T>
-T* conv_cols(const ConvDims& d) {
-    thread_local std::vector<T> cols;
-    if (cols.size() < d.patch() * d.plane()) cols.resize(d.patch() * d.plane());
-    return cols.data();
-}
-
 // ---- linear ---------------------------------------------------------------------------
 
 template <class T>
@@ -140,10 +132,26 @@ void conv_gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, 
                 tb == Trans::No ? b + j : b + j * ldb, ldb, beta, c + j, ldc);
 }
 
+// Per-thread buffers of the conv ops, sized for `images` images: the im2col matrix and a
+// gathered output gradient (backward only).
+template <class T>
+struct ConvScratch {
+    std::vector<T> cols, dy;
+};
+
+template <class T>
+ConvScratch<T>& conv_scratch(const ConvDims& d, std::size_t images, bool with_dy) {
+    thread_local ConvScratch<T> s;
+    const std::size_t columns = images * d.plane();
+    if (s.cols.size() < d.patch() * columns) s.cols.resize(d.patch() * columns);
+    if (with_dy && s.dy.size() < d.o * columns) s.dy.resize(d.o * columns);
+    return s;
+}
+
 template <class T>
 void conv_forward_image(const ConvDims& d, const Window& win, const T* x, const T* w,
                         const T* b, T* y) {
-    T* cols = conv_cols<T>(d);
+    T* cols = conv_scratch<T>(d, 1, false).cols.data();
     im2col(x, d.c, d.h, d.w, win, cols, d.plane(), 0);
     conv_gemm<T>(Trans::No, Trans::No, d.o, d.plane(), d.patch(), w, d.patch(), cols, d.plane(),
                  T(0), y, d.plane());
@@ -186,19 +194,6 @@ std::size_t backward_group(const ConvDims& d) {
     return std::max<std::size_t>(1, (conv_backward_min_columns + d.plane() - 1) / d.plane());
 }
 
-template <class T>
-struct ConvGradScratch {
-    std::vector<T> dy, cols;
-};
-
-template <class T>
-ConvGradScratch<T>& conv_grad_scratch(const ConvDims& d, std::size_t group) {
-    thread_local ConvGradScratch<T> s;
-    if (s.dy.size() < d.o * group * d.plane()) s.dy.resize(d.o * group * d.plane());
-    if (s.cols.size() < d.patch() * group * d.plane()) s.cols.resize(d.patch() * group * d.plane());
-    return s;
-}
-
 // The output gradient of images [first, first + count) as one (O, count·plane) matrix:
 // the NCHW slice itself for one image, else a gathered copy.
 template <class T>
@@ -221,7 +216,7 @@ template <class T>
 void conv_backward_group(const ConvDims& d, const Window& win, const T* w, const T* dy,
                          const T* x, T* dx, bool accumulate, std::size_t first,
                          std::size_t count, T* weight_grad, T* bias_grad) {
-    auto& s = conv_grad_scratch<T>(d, count);
+    auto& s = conv_scratch<T>(d, count, count > 1);
     const std::size_t cols_n = count * d.plane();
     const T* g = output_grad_matrix(d, dy, first, count, s.dy.data());
     if (weight_grad) {

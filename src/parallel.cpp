@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <algorithm>
 #include <thread>
 #include <vector>
@@ -204,12 +205,9 @@ void parallel_gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t
     const std::size_t lda = ta == Trans::No ? k : m, ldb = tb == Trans::No ? n : k;
     const std::size_t parts = std::size_t(std::max(1, worker_threads()));
     if (parts == 1 || m * n * k < parallel_gemm_min_work || inside_part) {
-        if (parts > 1 && !inside_part) {
-            SingleThreadedBlas single;
-            gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
-        } else {
-            gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
-        }
+        std::optional<SingleThreadedBlas> single;
+        if (parts > 1 && !inside_part) single.emplace();  // keep OpenBLAS's threads asleep
+        gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
         return;
     }
     const bool split_rows = m >= n;

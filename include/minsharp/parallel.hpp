@@ -49,9 +49,10 @@ inline constexpr std::size_t parallel_ranges_min = std::size_t(1) << 16;
 /// below parallel_ranges_min).
 template <class F>
 void parallel_ranges(std::size_t n, F&& fn) {
-    const std::size_t parts = n < parallel_ranges_min ? 1 : std::size_t(worker_threads());
-    parallel_parts(std::max<std::size_t>(parts, 1), [&](std::size_t part) {
-        const auto [begin, end] = part_range(n, std::max<std::size_t>(parts, 1), part);
+    const std::size_t parts =
+        n < parallel_ranges_min ? 1 : std::max<std::size_t>(1, std::size_t(worker_threads()));
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(n, parts, part);
         fn(begin, end);
     });
 }

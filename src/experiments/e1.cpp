@@ -85,7 +85,9 @@ double distance(const std::vector<double>& a, const std::vector<double>& b) {
     return std::sqrt(sum);
 }
 
-double norm(const std::vector<double>& a) { return distance(a, std::vector<double>(a.size(), 0.0)); }
+double norm(const std::vector<double>& a) {
+    return std::sqrt(std::inner_product(a.begin(), a.end(), a.begin(), 0.0));
+}
 
 double sum(const std::vector<double>& a) { return std::accumulate(a.begin(), a.end(), 0.0); }
 
