@@ -33,6 +33,22 @@ void add_column_sums(const T* m, std::size_t rows, std::size_t cols, T* out) {
     }
 }
 
+// Sum of n values in 16 interleaved partial sums: one running sum is a chain of dependent
+// adds (4 cycles each; the conv bias gradients spent 4% of a LeNet step there). The order
+// is fixed, so the result is still reproducible.
+template <class T>
+T sum_of(const T* __restrict v, std::size_t n) {
+    constexpr std::size_t lanes = 16;
+    T partial[lanes] = {};
+    std::size_t i = 0;
+    for (; i + lanes <= n; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) partial[j] += v[i + j];
+    T sum = 0;
+    for (std::size_t j = 0; j < lanes; ++j) sum += partial[j];
+    for (; i < n; ++i) sum += v[i];
+    return sum;
+}
+
 // Element-wise kernels over restrict pointers: written inline in the parallel_ranges lambdas,
 // GCC reloaded the captured pointers after every store and branched per element (scalar,
 // 2.3 ns per element instead of vector selects).
@@ -227,11 +243,7 @@ void conv_backward_group(const ConvDims& d, const Window& win, const T* w, const
                      cols_n, T(1), weight_grad, d.patch());
     }
     if (bias_grad)
-        for (std::size_t o = 0; o < d.o; ++o) {
-            T sum = 0;
-            for (std::size_t p = 0; p < cols_n; ++p) sum += g[o * cols_n + p];
-            bias_grad[o] += sum;
-        }
+        for (std::size_t o = 0; o < d.o; ++o) bias_grad[o] += sum_of(g + o * cols_n, cols_n);
     if (dx) {
         conv_gemm<T>(Trans::Yes, Trans::No, d.patch(), cols_n, d.o, w, d.patch(), g, cols_n, T(0),
                      s.cols.data(), cols_n);

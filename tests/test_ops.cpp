@@ -84,6 +84,51 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
     }
 }
 
+// The float im2col / col2im have their own vector code (AVX-512 masked rows): rows shorter
+// and longer than a vector, several vectors, padding, stride, and a column offset into a
+// wider matrix, against the definitions.
+BOOST_AUTO_TEST_CASE(float_im2col_and_col2im_match_their_definitions) {
+    struct Case { std::size_t c, h, w; Window win; };
+    for (const Case& t : {Case{2, 6, 5, {3, 1, 0}}, Case{3, 27, 27, {5, 1, 0}},
+                          Case{2, 11, 11, {5, 1, 0}}, Case{1, 28, 28, {5, 1, 2}},
+                          Case{2, 9, 40, {3, 1, 0}}, Case{2, 12, 37, {5, 1, 0}},
+                          Case{2, 10, 9, {3, 2, 1}}}) {
+        Rng rng(7 + t.w);
+        const std::size_t k = t.win.kernel;
+        const std::size_t ho = t.win.output_extent(t.h, "h"), wo = t.win.output_extent(t.w, "w");
+        const std::size_t rows = t.c * k * k, col0 = 3, ld = ho * wo + 5;
+        std::vector<float> image(t.c * t.h * t.w), cols(rows * ld, 7.f);
+        for (auto& v : image) v = float(rng.normal());
+        im2col(image.data(), t.c, t.h, t.w, t.win, cols.data(), ld, col0);
+        std::vector<float> grad(image.size()), expected(image.size());
+        for (std::size_t i = 0; i < grad.size(); ++i) grad[i] = expected[i] = float(rng.normal());
+        std::vector<float> back(rows * ld);
+        for (auto& v : back) v = float(rng.normal());
+        col2im_add(back.data(), ld, col0, t.c, t.h, t.w, t.win, grad.data());
+        std::size_t wrong = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+            const std::size_t c = r / (k * k), ky = r / k % k, kx = r % k;
+            for (std::size_t j = 0; j < ld; ++j) {
+                const std::size_t oy = (j - col0) / wo, ox = (j - col0) % wo;
+                const long iy = long(oy * t.win.stride + ky) - long(t.win.padding);
+                const long ix = long(ox * t.win.stride + kx) - long(t.win.padding);
+                const bool column = j >= col0 && j < col0 + ho * wo;
+                const bool inside = iy >= 0 && iy < long(t.h) && ix >= 0 && ix < long(t.w);
+                const std::size_t at = (c * t.h + std::size_t(iy)) * t.w + std::size_t(ix);
+                const float want = !column ? 7.f : inside ? image[at] : 0.f;
+                wrong += cols[r * ld + j] != want;
+                if (column && inside) expected[at] += back[r * ld + j];
+            }
+        }
+        BOOST_TEST(wrong == 0u, "im2col c " << t.c << " h " << t.h << " w " << t.w);
+        double worst = 0;
+        for (std::size_t i = 0; i < grad.size(); ++i)
+            worst = std::max(worst, double(std::abs(grad[i] - expected[i])) /
+                                        (1.0 + std::abs(expected[i])));
+        BOOST_TEST(worst <= 1e-5, "col2im c " << t.c << " h " << t.h << " w " << t.w);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(max_pool_relu_flatten_gradients_match) {
     for (Window pool : {Window{2, 2, 0}, Window{2, 1, 0}, Window{3, 2, 0}}) {
         Rng rng(5 + pool.stride);
