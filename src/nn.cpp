@@ -101,6 +101,11 @@ NodeId Conv2d<T>::forward(Tape<T>& tape, NodeId x) {
 }
 
 template <class T>
+NodeId Conv2d<T>::forward_with_relu(Tape<T>& tape, NodeId x) {
+    return conv2d(tape, x, weight, has_bias() ? &bias : nullptr, window, true);
+}
+
+template <class T>
 ActShape Conv2d<T>::output_shape(const ActShape& in) const {
     if (in.c != in_channels())
         throw ShapeError("conv '" + weight.name + "': input has " + std::to_string(in.c) +
@@ -185,8 +190,20 @@ NodeId Sequential<T>::forward(Tape<T>& tape, const Tensor4<T>& x) {
 
 template <class T>
 NodeId Sequential<T>::forward(Tape<T>& tape, NodeId x) {
-    for (auto& l : layers_) x = l->forward(tape, x);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+        if (is(i, LayerKind::Conv2d) && is(i + 1, LayerKind::ReLU)) {
+            x = static_cast<Conv2d<T>&>(*layers_[i]).forward_with_relu(tape, x);
+            ++i;
+        } else if (!(is(i, LayerKind::Flatten) && is(i + 1, LayerKind::Dense))) {
+            x = layers_[i]->forward(tape, x);
+        }
+    }
     return x;
+}
+
+template <class T>
+bool Sequential<T>::is(std::size_t i, LayerKind kind) const {
+    return i < layers_.size() && layers_[i]->kind() == kind;
 }
 
 template <class T>

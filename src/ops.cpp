@@ -164,16 +164,38 @@ ConvScratch<T>& conv_scratch(const ConvDims& d, std::size_t images, bool with_dy
     return s;
 }
 
+// y (o planes) += bias, then relu when asked: one pass over the image's output while it is
+// in cache.
+template <class T>
+void conv_epilogue(T* __restrict y, std::size_t planes, std::size_t plane, const T* b,
+                   bool relu) {
+    for (std::size_t o = 0; o < planes; ++o) {
+        T* __restrict row = y + o * plane;
+        const T add = b ? b[o] : T(0);
+        if (relu)
+            for (std::size_t p = 0; p < plane; ++p) {
+                const T v = row[p] + add;
+                row[p] = v > T(0) ? v : T(0);  // as relu_range, also for NaN
+            }
+        else if (b)
+            for (std::size_t p = 0; p < plane; ++p) row[p] += add;
+    }
+}
+
 template <class T>
 void conv_forward_image(const ConvDims& d, const Window& win, const T* x, const T* w,
-                        const T* b, T* y) {
+                        const T* b, bool relu, T* y) {
     T* cols = conv_scratch<T>(d, 1, false).cols.data();
     im2col(x, d.c, d.h, d.w, win, cols, d.plane(), 0);
     conv_gemm<T>(Trans::No, Trans::No, d.o, d.plane(), d.patch(), w, d.patch(), cols, d.plane(),
                  T(0), y, d.plane());
-    if (b)
-        for (std::size_t o = 0; o < d.o; ++o)
-            for (std::size_t p = 0; p < d.plane(); ++p) y[o * d.plane() + p] += b[o];
+    conv_epilogue(y, d.o, d.plane(), b, relu);
+}
+
+// g = 0 where y ≤ 0: the ReLU's backward, in place.
+template <class T>
+void zero_where_inactive(const T* __restrict y, T* __restrict g, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) g[i] = y[i] > T(0) ? g[i] : T(0);
 }
 
 // Runs image(part, i) for every image: the batch is split into one contiguous part per
@@ -268,10 +290,17 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
         const auto [begin, end] = part_range(d.n, parts, part);
         T* wg = parameter_grads ? partial[part].data() : nullptr;
         T* bg = parameter_grads && out.bias ? partial[part].data() + wsize : nullptr;
-        for (std::size_t first = begin; first < end; first += group)
+        for (std::size_t first = begin; first < end; first += group) {
+            const std::size_t count = std::min(group, end - first);
+            // The fused ReLU's backward, image by image just before the GEMMs read them.
+            if (out.relu)
+                zero_where_inactive(out.value.data() + first * d.image_out(),
+                                    out.grad.data() + first * d.image_out(),
+                                    count * d.image_out());
             conv_backward_group(d, out.window, out.weight->data(), out.grad.data(),
                                 in.value.data(), in.needs_grad ? in.grad.data() : nullptr,
-                                in.grad_written, first, std::min(group, end - first), wg, bg);
+                                in.grad_written, first, count, wg, bg);
+        }
     });
     if (in.needs_grad) in.grad_written = true;
     if (!parameter_grads) return;
@@ -430,7 +459,7 @@ NodeId linear(Tape<T>& tape, NodeId x, Parameter<T>& weight,
 
 template <class T>
 NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
-              std::type_identity_t<Parameter<T>>* bias, Window win) {
+              std::type_identity_t<Parameter<T>>* bias, Window win, bool fused_relu) {
     const Node<T>& in = tape.node(x);
     if (weight.shape.size() != 4 || weight.shape[2] != win.kernel || weight.shape[3] != win.kernel)
         throw ShapeError("conv2d: weight '" + weight.name + "' has shape " +
@@ -447,9 +476,11 @@ NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
     out.bias = bias;
     out.window = win;
     out.needs_grad = true;
+    out.relu = fused_relu;
     for_images(d, parts_for(d.n), [&](std::size_t, std::size_t i) {
         conv_forward_image(d, win, in.value.data() + i * d.image_in(), weight.data(),
-                           bias ? bias->data() : nullptr, out.value.data() + i * d.image_out());
+                           bias ? bias->data() : nullptr, fused_relu,
+                           out.value.data() + i * d.image_out());
     });
     return tape.last();
 }
@@ -562,7 +593,7 @@ void backward_op(Tape<T>& tape, NodeId id, bool parameter_grads) {
 
 #define MINSHARP_INSTANTIATE_OPS(T)                                                          \
     template NodeId linear<T>(Tape<T>&, NodeId, Parameter<T>&, Parameter<T>*);              \
-    template NodeId conv2d<T>(Tape<T>&, NodeId, Parameter<T>&, Parameter<T>*, Window);      \
+    template NodeId conv2d<T>(Tape<T>&, NodeId, Parameter<T>&, Parameter<T>*, Window, bool);\
     template NodeId max_pool2d<T>(Tape<T>&, NodeId, Window);                                 \
     template NodeId relu<T>(Tape<T>&, NodeId);                                               \
     template NodeId flatten<T>(Tape<T>&, NodeId);                                            \

@@ -57,6 +57,7 @@ Node<T>& Tape<T>::push(OpKind kind, NodeId input, const std::array<std::size_t, 
     n.needs_grad = input != no_node && nodes_[input].needs_grad;
     n.weight = nullptr;
     n.bias = nullptr;
+    n.relu = false;
     ensure_shape(n.value, shape);
     return n;
 }

@@ -22,7 +22,7 @@ inline std::vector<std::uint32_t> kink_pattern(const Tape<double>& tape) {
     std::vector<std::uint32_t> pattern;
     for (NodeId i = 0; i < tape.size(); ++i) {
         const auto& n = tape.node(i);
-        if (n.kind == OpKind::ReLU)
+        if (n.kind == OpKind::ReLU || n.relu)
             for (double v : n.value) pattern.push_back(v > 0);
         if (n.kind == OpKind::MaxPool2d)
             pattern.insert(pattern.end(), n.argmax.begin(), n.argmax.end());

@@ -21,6 +21,38 @@ BOOST_AUTO_TEST_CASE(every_zoo_model_has_correct_gradients) {
     }
 }
 
+// Sequential::forward fuses conv + relu into one node and drops a flatten before a dense
+// layer; the values and every gradient must be those of the layers run one by one, and the
+// fused conv node's gradient the one with respect to the convolution's output.
+BOOST_AUTO_TEST_CASE(fused_forward_equals_layer_by_layer) {
+    for (const std::string name : {"lenet", "small-cnn"}) {
+        auto model = make_model<double>(name, 13);
+        Rng rng(14);
+        const auto x = random_tensor({3, 1, 28, 28}, rng);
+        const std::vector<int> labels{1, 5, 9};
+        auto run = [&](bool fused) {
+            Tape<double> tape;
+            NodeId out = tape.input(x);
+            if (fused)
+                out = model.forward(tape, out);
+            else
+                for (std::size_t i = 0; i < model.size(); ++i) out = model.layer(i).forward(tape, out);
+            model.zero_grad();
+            tape.backward(cross_entropy(tape, out, labels));
+            std::vector<double> all(tape.value(out).begin(), tape.value(out).end());
+            for (auto* p : model.parameters()) all.insert(all.end(), p->grad.begin(), p->grad.end());
+            for (NodeId i = 0; i < tape.size(); ++i)  // conv nodes: gradient before the ReLU
+                if (tape.node(i).kind == OpKind::Conv2d)
+                    all.insert(all.end(), tape.grad(i).begin(), tape.grad(i).end());
+            return std::pair{all, tape.size()};
+        };
+        const auto [fused, fused_nodes] = run(true);
+        const auto [plain, plain_nodes] = run(false);
+        BOOST_TEST(fused_nodes < plain_nodes, name);
+        BOOST_TEST(fused == plain, name << ": fused and layer-by-layer results differ");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(zoo_shapes_and_names_follow_pytorch) {
     auto lenet = build_model<float>("lenet");
     BOOST_TEST((lenet.output_shape() == ActShape{10, 1, 1}));

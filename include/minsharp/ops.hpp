@@ -15,9 +15,11 @@ NodeId linear(Tape<T>& tape, NodeId x, Parameter<T>& weight,
               std::type_identity_t<Parameter<T>>* bias);
 
 /// 2-d convolution (cross-correlation, as PyTorch), W (out, in, k, k), b (out) or null.
+/// With fused_relu the node's value is relu(conv) (see Node::relu): one node and no
+/// separate pass over the activations forward and backward; Sequential fuses conv, relu.
 template <class T>
 NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
-              std::type_identity_t<Parameter<T>>* bias, Window window);
+              std::type_identity_t<Parameter<T>>* bias, Window window, bool fused_relu = false);
 
 /// Max pooling over kernel×kernel windows (no padding). Ties go to the first maximum.
 template <class T>

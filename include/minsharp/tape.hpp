@@ -60,6 +60,10 @@ struct Node {
     Parameter<T>* weight = nullptr;
     Parameter<T>* bias = nullptr;
     Window window;                          ///< conv2d / max_pool2d
+    /// conv2d with a fused ReLU: value is relu(conv), and backward first turns grad (with
+    /// respect to that value) into the gradient with respect to the convolution's output,
+    /// in place: after a backward pass, grad is ∂/∂(pre-activation) as for a plain conv.
+    bool relu = false;
     std::vector<std::uint32_t> argmax;      ///< max_pool2d: flat input index per output
     std::vector<int> labels;                ///< cross_entropy
     Tensor2<T> probabilities;               ///< cross_entropy: softmax of the logits
