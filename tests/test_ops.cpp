@@ -129,6 +129,30 @@ BOOST_AUTO_TEST_CASE(float_im2col_and_col2im_match_their_definitions) {
     }
 }
 
+// The float 2×2 max-pool rows have their own vector code: same maxima and the same argmax
+// (ties to the first of a, b, c, d) as the double path, on rows shorter and longer than a
+// vector, with many ties.
+BOOST_AUTO_TEST_CASE(float_max_pool_matches_double) {
+    for (const auto [h, w] : {std::pair<std::size_t, std::size_t>{23, 23}, {28, 28}, {11, 11},
+                              {40, 37}, {5, 6}, {3, 35}})
+        for (Window win : {Window{2, 1, 0}, Window{2, 2, 0}}) {
+            Rng rng(h * w + win.stride);
+            Tensor4<double> xd = Tensor4<double>::from_shape({2, 3, h, w});
+            for (auto& v : xd) v = double(rng.below(4)) - 1.0;  // ties everywhere
+            Tensor4<float> xf = Tensor4<float>::from_shape({2, 3, h, w});
+            std::copy(xd.begin(), xd.end(), xf.begin());
+            Tape<double> td;
+            Tape<float> tf;
+            const auto& pd = td.node(max_pool2d(td, td.input(xd), win));
+            const auto& pf = tf.node(max_pool2d(tf, tf.input(xf), win));
+            BOOST_TEST(pd.argmax == pf.argmax, h << "x" << w << " stride " << win.stride);
+            std::size_t wrong = 0;
+            for (std::size_t i = 0; i < pd.value.size(); ++i)
+                wrong += double(pf.value.data()[i]) != pd.value.data()[i];
+            BOOST_TEST(wrong == 0u, h << "x" << w << " stride " << win.stride);
+        }
+}
+
 BOOST_AUTO_TEST_CASE(max_pool_relu_flatten_gradients_match) {
     for (Window pool : {Window{2, 2, 0}, Window{2, 1, 0}, Window{3, 2, 0}}) {
         Rng rng(5 + pool.stride);
