@@ -100,6 +100,15 @@ ConvDims conv_dims(const Node<T>& in, const Parameter<T>& weight, const Window& 
     return d;
 }
 
+// Records that an op wrote or added its share of in.grad; `masked`: that share is already
+// zero where in's fused ReLU is inactive (the whole gradient is masked only if every share
+// was).
+template <class T>
+void wrote_grad(Node<T>& in, bool masked = false) {
+    in.grad_masked = masked && (!in.grad_written || in.grad_masked);
+    in.grad_written = true;
+}
+
 // ---- linear ---------------------------------------------------------------------------
 
 template <class T>
@@ -115,7 +124,7 @@ void backward_linear(Tape<T>& tape, NodeId id, bool parameter_grads) {
     if (in.needs_grad) {
         parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), out.grad.data(),
                          out.weight->data(), in.grad_written ? T(1) : T(0), in.grad.data());
-        in.grad_written = true;
+        wrote_grad(in);
     }
 }
 
@@ -297,7 +306,7 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
         for (std::size_t first = begin; first < end; first += group) {
             const std::size_t count = std::min(group, end - first);
             // The fused ReLU's backward, image by image just before the GEMMs read them.
-            if (out.relu)
+            if (out.relu && !out.grad_masked)
                 zero_where_inactive(out.value.data() + first * d.image_out(),
                                     out.grad.data() + first * d.image_out(),
                                     count * d.image_out());
@@ -306,7 +315,7 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
                                 in.grad_written, first, count, wg, bg);
         }
     });
-    if (in.needs_grad) in.grad_written = true;
+    if (in.needs_grad) wrote_grad(in);
     if (!parameter_grads) return;
     for (const auto& p : partial) {
         T* wg = out.weight->grad.data();
@@ -429,24 +438,40 @@ void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t ho, std::size_t w
     }
 }
 
+// Zeroes the input plane unless accumulating, then adds each output's gradient at its argmax
+// (where `active`, the fused ReLU's values, is positive).
+template <class T>
+void max_pool_backward_plane(const T* dy, const std::uint32_t* argmax, std::size_t outputs,
+                             const T* active, bool accumulate, std::size_t in_plane, T* dx,
+                             T* dx_plane) {
+    if (!accumulate) std::fill(dx_plane, dx_plane + in_plane, T(0));
+    for (std::size_t i = 0; i < outputs; ++i)
+        dx[argmax[i]] += active && !(active[argmax[i]] > T(0)) ? T(0) : dy[i];
+}
+
 template <class T>
 void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     Node<T>& out = tape.node(id);
     Node<T>& in = tape.node(out.input);
     if (!in.needs_grad) return;
-    const T* dy = out.grad.data();
-    T* dx = in.grad.data();
     // An output plane's argmax points into its own input plane: planes are independent.
     const auto& s = out.value.shape();
     const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
     const std::size_t in_plane = in.value.shape()[2] * in.value.shape()[3];
+    // A fused ReLU's backward costs little here (its values are read only at the argmax) and
+    // saves the conv a pass over its gradient.
+    const T* active = in.relu ? in.value.data() : nullptr;
     const std::size_t parts = out.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
     parallel_parts(parts, [&](std::size_t part) {
         const auto [begin, end] = part_range(planes, parts, part);
-        if (!in.grad_written) std::fill(dx + begin * in_plane, dx + end * in_plane, T(0));
-        for (std::size_t i = begin * plane; i < end * plane; ++i) dx[out.argmax[i]] += dy[i];
+        for (std::size_t p = begin; p < end; ++p) {
+            const T* dy = out.grad.data() + p * plane;
+            const std::uint32_t* argmax = out.argmax.data() + p * plane;
+            max_pool_backward_plane(dy, argmax, plane, active, in.grad_written, in_plane,
+                                    in.grad.data(), in.grad.data() + p * in_plane);
+        }
     });
-    in.grad_written = true;
+    wrote_grad(in, in.relu);
 }
 
 // ---- relu / flatten -------------------------------------------------------------------
@@ -462,7 +487,7 @@ void backward_relu(Tape<T>& tape, NodeId id, bool) {
     parallel_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
         relu_grad_range(y + begin, dy + begin, dx + begin, end - begin, in.grad_written);
     });
-    in.grad_written = true;
+    wrote_grad(in);
 }
 
 template <class T>
@@ -475,7 +500,7 @@ void backward_flatten(Tape<T>& tape, NodeId id, bool) {
     parallel_ranges(out.value.size(), [&](std::size_t begin, std::size_t end) {
         copy_range(dy + begin, dx + begin, end - begin, in.grad_written);
     });
-    in.grad_written = true;
+    wrote_grad(in);
 }
 
 // ---- cross_entropy --------------------------------------------------------------------
@@ -493,7 +518,7 @@ void backward_cross_entropy(Tape<T>& tape, NodeId id, bool) {
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < k; ++j)
             dz[i * k + j] += scale * (p[i * k + j] - (out.labels[i] == int(j) ? T(1) : T(0)));
-    in.grad_written = true;
+    wrote_grad(in);
 }
 
 }  // namespace

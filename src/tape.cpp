@@ -76,6 +76,7 @@ void Tape<T>::prepare_grads(NodeId upto) {
     for (NodeId i = 0; i <= upto; ++i) {
         Node<T>& n = nodes_[i];
         n.grad_written = false;
+        n.grad_masked = false;
         if (!n.needs_grad && i != upto) continue;
         std::array<std::size_t, 4> shape;
         std::copy(n.value.shape().begin(), n.value.shape().end(), shape.begin());

@@ -133,7 +133,7 @@ BOOST_AUTO_TEST_CASE(float_im2col_and_col2im_match_their_definitions) {
 // (ties to the first of a, b, c, d) as the double path, on rows shorter and longer than a
 // vector, with many ties.
 BOOST_AUTO_TEST_CASE(float_max_pool_matches_double) {
-    for (const auto [h, w] : {std::pair<std::size_t, std::size_t>{23, 23}, {28, 28}, {11, 11},
+    for (const auto& [h, w] : {std::pair<std::size_t, std::size_t>{23, 23}, {28, 28}, {11, 11},
                               {40, 37}, {5, 6}, {3, 35}})
         for (Window win : {Window{2, 1, 0}, Window{2, 2, 0}}) {
             Rng rng(h * w + win.stride);

@@ -64,6 +64,9 @@ struct Node {
     /// respect to that value) into the gradient with respect to the convolution's output,
     /// in place: after a backward pass, grad is ∂/∂(pre-activation) as for a plain conv.
     bool relu = false;
+    /// During backward, for a node with relu: grad is already zero where the ReLU is
+    /// inactive (the max-pool backward does that as it scatters), so the conv skips it.
+    bool grad_masked = false;
     std::vector<std::uint32_t> argmax;      ///< max_pool2d: flat input index per output
     std::vector<int> labels;                ///< cross_entropy
     Tensor2<T> probabilities;               ///< cross_entropy: softmax of the logits
