@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <atomic>
@@ -53,10 +54,23 @@ std::vector<std::string> split_commas(const std::string& s) {
     return out;
 }
 
+const char* usage =
+    "usage: bench_sharpness [--models a,b] [--n-max N] [--threads T] [--repeat R] [--full]\n"
+    "  --models   zoo models to time (default small-mlp,small-cnn,mlp,lenet)\n"
+    "  --n-max    largest number of inputs for the exact diagonal (default 10000; timed\n"
+    "             at 1000 and 10000 inputs up to this, after a warm-up on 100)\n"
+    "  --threads  worker threads (default 2)\n"
+    "  --repeat   best of R runs per row (default 1)\n"
+    "  --full     first time the MLP on all 60,000 images and report its peak memory\n";
+
 Args parse(int argc, char** argv) {
     Args a;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
+        if (flag == "--help" || flag == "-h") {
+            std::fputs(usage, stdout);
+            std::exit(0);
+        }
         auto value = [&]() -> std::string {
             if (i + 1 >= argc) throw Error(flag + " needs a value");
             return argv[++i];
