@@ -439,8 +439,9 @@ void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t ho, std::size_t w
     }
 }
 
-// Zeroes the input plane unless accumulating, then adds each output's gradient at its argmax
-// (where `active`, the fused ReLU's values, is positive).
+// Zeroes the input plane dx_plane unless accumulating, then adds each output's gradient at
+// its argmax (an index into the whole tensor dx) where `active`, the fused ReLU's values,
+// is positive (everywhere when null).
 template <class T>
 void max_pool_backward_plane(const T* dy, const std::uint32_t* argmax, std::size_t outputs,
                              const T* active, bool accumulate, std::size_t in_plane, T* dx,
