@@ -6,7 +6,7 @@
 #include <vector>
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "avx512.hpp"
 #endif
 
 namespace minsharp {
@@ -96,16 +96,10 @@ void col2im_dense(const T* __restrict cols, std::size_t ld, std::size_t channels
 // vectors, one of 7 a masked vector, instead of a vector and a scalar tail, and
 // col2im sums the k shifted contributions to a destination row in registers (per-row
 // read-modify-writes that overlap by one float stalled on store forwarding). Measured on
-// one core per image: LeNet conv2 im2col 10.5 → 6.2 µs, col2im 12.8 → 8.0 µs; conv3 7.2 → 2.7
-// and 9.1 → 3.7 µs.
+// one core per image: LeNet conv2 im2col 10.5 → 6.2 µs, col2im 12.8 → 8.0 µs; conv3
+// 7.2 → 2.7 and 9.1 → 3.7 µs.
 
-// Lanes [lo, hi) ∩ [0, 16) set.
-inline __mmask16 lane_mask(long lo, long hi) {
-    lo = std::max(lo, 0L);
-    hi = std::min(hi, 16L);
-    if (hi <= lo) return 0;
-    return __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-}
+using avx512::lane_mask;
 
 // src + offset, where offset may point before src: only lanes inside the row are loaded.
 inline const float* shifted(const float* src, long offset) {
@@ -120,7 +114,8 @@ inline void copy_row(const float* src, std::size_t n, float* dst) {
         _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
         return;
     }
-    for (std::size_t j = 0; j + 16 < n; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
+    for (std::size_t j = 0; j + 16 < n; j += 16)
+        _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
     _mm512_storeu_ps(dst + n - 16, _mm512_loadu_ps(src + n - 16));
 }
 

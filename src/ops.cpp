@@ -9,7 +9,7 @@
 #include <limits>
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "avx512.hpp"
 #endif
 
 namespace minsharp {
@@ -361,7 +361,8 @@ void max_pool_row_2x2(const T* __restrict top, const T* __restrict bottom, std::
         const bool right_top = b > a, right_bottom = d > c;
         const T ab = right_top ? b : a, cd = right_bottom ? d : c;
         const bool lower = cd > ab;
-        const std::uint32_t offset = lower ? w + std::uint32_t(right_bottom) : std::uint32_t(right_top);
+        const std::uint32_t offset =
+            lower ? w + std::uint32_t(right_bottom) : std::uint32_t(right_top);
         y[ox] = lower ? cd : ab;
         argmax[ox] = first + std::uint32_t(ox * Stride) + offset;
     }
@@ -371,21 +372,20 @@ void max_pool_row_2x2(const T* __restrict top, const T* __restrict bottom, std::
 // The float rows with AVX-512, 16 outputs at a time with a masked last part: the zoo's rows
 // are 11–27 outputs long, which GCC's vector loop left mostly to its scalar tail (the
 // pooling forward was 3.6% of a LeNet step). Same selects, same ties as above.
-inline __mmask16 first_lanes(std::size_t n) {
-    return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
-}
+using avx512::lane_mask;
 
 // a = row[ox·Stride], b = row[ox·Stride + 1] for the n ≤ 16 outputs from ox0 on.
 template <std::size_t Stride>
 void load_window_pairs(const float* row, std::size_t ox0, std::size_t n, __m512& a, __m512& b) {
     if constexpr (Stride == 1) {
-        a = _mm512_maskz_loadu_ps(first_lanes(n), row + ox0);
-        b = _mm512_maskz_loadu_ps(first_lanes(n), row + ox0 + 1);
+        a = _mm512_maskz_loadu_ps(lane_mask(0, long(n)), row + ox0);
+        b = _mm512_maskz_loadu_ps(lane_mask(0, long(n)), row + ox0 + 1);
     } else {
         const float* p = row + 2 * ox0;
-        const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * n), p);
-        const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(2 * n > 16 ? 2 * n - 16 : 0), p + 16);
-        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(0, long(2 * n)), p);
+        const __m512 hi = _mm512_maskz_loadu_ps(lane_mask(0, long(2 * n) - 16), p + 16);
+        const __m512i even =
+            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
         a = _mm512_permutex2var_ps(lo, even, hi);
         b = _mm512_permutex2var_ps(lo, odd, hi);
@@ -415,8 +415,8 @@ void max_pool_row_2x2_avx512(const float* top, const float* bottom, std::size_t 
             _mm512_add_epi32(lane, _mm512_set1_epi32(int(ox0))), _mm512_set1_epi32(int(Stride)));
         const __m512i index =
             _mm512_add_epi32(_mm512_add_epi32(column, offset), _mm512_set1_epi32(int(first)));
-        _mm512_mask_storeu_ps(y + ox0, first_lanes(n), _mm512_mask_blend_ps(lower, ab, cd));
-        _mm512_mask_storeu_epi32(argmax + ox0, first_lanes(n), index);
+        _mm512_mask_storeu_ps(y + ox0, lane_mask(0, long(n)), _mm512_mask_blend_ps(lower, ab, cd));
+        _mm512_mask_storeu_epi32(argmax + ox0, lane_mask(0, long(n)), index);
     }
 }
 #endif
