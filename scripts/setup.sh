@@ -8,7 +8,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-build}
 shift || true
 
-packages=(g++ pkg-config meson ninja-build libxtensor-dev libxtensor-blas-dev libopenblas-dev
+packages=(g++ pkg-config meson ninja-build libxtensor-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
           libboost-test-dev nlohmann-json3-dev libcli11-dev zlib1g-dev gnuplot-nox
           dataset-fashion-mnist npm ca-certificates)
 
