@@ -4,6 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-build}
+"$repo/scripts/install-packages.sh" "$repo/scripts/packages-test.txt"
 "$repo/scripts/setup.sh" "$@"
 cd "$repo"
 meson test -C "$build" --print-errorlogs --num-processes 1
