@@ -1,0 +1,36 @@
+// OpenBLAS chooses its kernels from the CPU's model number when it is loaded. A model it
+// does not know (a CPU newer than the library, or a VM reporting a generic model) gets its
+// SSE3 "Prescott" kernels: measured on an Intel Xeon with AVX-512 (model 207) under
+// OpenBLAS 0.3.21, sgemm ran at 11 GFLOP/s per core instead of 60 with the AVX-512 ones.
+// The kernels can only be chosen before the library initialises, through the environment
+// variable OPENBLAS_CORETYPE, so the apps re-execute themselves once with it set.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace minsharp {
+
+/// What the CPU can run, as far as the choice of OpenBLAS kernels goes.
+struct CpuVectorSupport {
+    bool avx2_fma = false;  ///< AVX2 and FMA, enabled by the OS
+    bool avx512 = false;    ///< AVX-512 F, CD, BW, DQ and VL, enabled by the OS
+};
+
+/// The CPU this runs on.
+CpuVectorSupport detect_cpu_vector_support();
+
+/// The OPENBLAS_CORETYPE that gives this CPU vector kernels OpenBLAS did not choose by
+/// itself, or "" when its choice is already right. `chosen` is openblas_get_corename().
+std::string better_blas_core(std::string_view chosen, const CpuVectorSupport& cpu);
+
+/// Re-executes this program with OPENBLAS_CORETYPE set when OpenBLAS fell back to kernels
+/// older than the CPU, unless the user set OPENBLAS_CORETYPE (then their choice stands) or
+/// MINSHARP_KEEP_BLAS_CORE=1. Returns (changing nothing) when there is nothing to do or
+/// exec fails. Call first thing in main, before any thread starts.
+void reexec_with_better_blas_core(char** argv);
+
+/// openblas_get_corename(), e.g. "SkylakeX", "Haswell", "Zen", "Prescott".
+std::string blas_core_name();
+
+}  // namespace minsharp

@@ -1,0 +1,64 @@
+// Choosing OpenBLAS's kernels when its own CPU detection falls back (see blas_core.hpp).
+#include "minsharp/blas_core.hpp"
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdlib>
+
+extern "C" char* openblas_get_corename(void);
+
+namespace minsharp {
+
+namespace {
+
+// OpenBLAS 0.3.21's kernel sets that use neither AVX2 nor AVX-512 (its DYNAMIC_ARCH list).
+constexpr std::array<std::string_view, 12> pre_avx2_cores = {
+    "Prescott", "Core2",    "Penryn",    "Dunnington", "Nehalem",  "Atom",
+    "Opteron",  "Barcelona", "Bobcat",   "Sandybridge", "Bulldozer", "Piledriver"};
+
+bool is_pre_avx2(std::string_view core) {
+    for (std::string_view old : pre_avx2_cores)
+        if (core == old) return true;
+    return false;
+}
+
+bool is_set(const char* variable) {
+    const char* value = std::getenv(variable);
+    return value && *value;
+}
+
+}  // namespace
+
+CpuVectorSupport detect_cpu_vector_support() {
+    __builtin_cpu_init();
+    CpuVectorSupport cpu;
+    cpu.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    cpu.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vl");
+    return cpu;
+}
+
+std::string better_blas_core(std::string_view chosen, const CpuVectorSupport& cpu) {
+    if (!is_pre_avx2(chosen)) return "";
+    // SkylakeX is OpenBLAS's AVX-512 set for any CPU with these five extensions; Haswell
+    // its AVX2 + FMA set. Both run on every later CPU that has the extensions.
+    if (cpu.avx512) return "SkylakeX";
+    if (cpu.avx2_fma) return "Haswell";
+    return "";
+}
+
+std::string blas_core_name() { return openblas_get_corename(); }
+
+void reexec_with_better_blas_core(char** argv) {
+    if (is_set("OPENBLAS_CORETYPE") || is_set("MINSHARP_KEEP_BLAS_CORE")) return;
+    const std::string core = better_blas_core(blas_core_name(), detect_cpu_vector_support());
+    if (core.empty()) return;
+    // Setting the variable also stops a second re-exec if the new core is refused too.
+    if (setenv("OPENBLAS_CORETYPE", core.c_str(), 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");  // exec failed: run on with the kernels we have
+}
+
+}  // namespace minsharp
