@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -62,6 +63,21 @@ inline std::string env_or_empty(const char* name) {
     return v ? v : "";
 }
 
+/// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it. DYNAMIC_ARCH
+/// OpenBLAS picks its kernels from the cpuid model number; a model it does not know (a new
+/// CPU, or a VM reporting a generic "Intel Xeon Processor") falls back to Prescott (SSE3),
+/// which made the MLP's GEMMs ~3x slower on such a VM. Empty when nothing is wrong.
+inline std::string openblas_warning(const std::string& isa, const std::string& core) {
+    static const std::set<std::string> no_avx2 = {
+        "Prescott",  "Core2",    "Penryn",  "Dunnington", "Nehalem",   "Sandybridge",
+        "Atom",      "Katmai",   "Coppermine", "Northwood", "Banias",  "Opteron",
+        "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer", "Piledriver", "Steamroller"};
+    if ((isa != "avx512f" && isa != "avx2+fma") || !no_avx2.count(core)) return "";
+    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this " + isa +
+           " CPU: it did not recognise the CPU model; OPENBLAS_CORETYPE=" +
+           (isa == "avx512f" ? "SkylakeX" : "Haswell") + " selects faster ones";
+}
+
 struct MachineInfo {
     std::string cpu;
     unsigned hardware_threads = 0;
@@ -71,6 +87,7 @@ struct MachineInfo {
     int threads = 0;             ///< worker threads of the benchmark
     std::string openblas_core, openblas_config;
     std::string openblas_coretype;  ///< $OPENBLAS_CORETYPE, empty when unset
+    std::string warning;            ///< see openblas_warning; empty when none
 
     nlohmann::ordered_json to_json() const {
         nlohmann::ordered_json j = {{"cpu", cpu},
@@ -81,11 +98,12 @@ struct MachineInfo {
                                     {"threads", threads},
                                     {"openblas_core", openblas_core},
                                     {"openblas_config", openblas_config},
-                                    {"openblas_coretype", openblas_coretype}};
+                                    {"openblas_coretype", openblas_coretype},
+                                    {"warning", warning}};
         return j;
     }
 
-    /// Three lines for the top of a benchmark's output.
+    /// Three lines (four with a warning) for the top of a benchmark's output.
     std::string header() const {
         std::string s = "cpu:      " + cpu + " (" + std::to_string(hardware_threads) +
                         " hardware threads), ISA " + isa + "\n";
@@ -95,7 +113,9 @@ struct MachineInfo {
         s += "openblas: core " + openblas_core + " (" + openblas_config + ")";
         s += openblas_coretype.empty() ? ", OPENBLAS_CORETYPE unset"
                                        : ", OPENBLAS_CORETYPE=" + openblas_coretype;
-        return s + "\n";
+        s += "\n";
+        if (!warning.empty()) s += "warning:  " + warning + "\n";
+        return s;
     }
 };
 
@@ -113,6 +133,7 @@ inline MachineInfo machine_info(int threads) {
     while (!m.openblas_config.empty() && m.openblas_config.back() == ' ')
         m.openblas_config.pop_back();
     m.openblas_coretype = env_or_empty("OPENBLAS_CORETYPE");
+    m.warning = openblas_warning(m.isa, m.openblas_core);
     return m;
 }
 
