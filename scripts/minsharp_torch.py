@@ -16,6 +16,7 @@ What it does:
 
 Command line (each subcommand has --help):
   minsharp_torch.py export MODEL.pt OUT.safetensors [--spec SPEC]
+      (MODEL may also be a safetensors file with PyTorch's names: they are renamed)
   minsharp_torch.py import IN.safetensors OUT.pt [--spec SPEC] [--state-dict]
   minsharp_torch.py spec MODEL.pt
   minsharp_torch.py show FILE.safetensors
@@ -245,6 +246,24 @@ def to_minsharp_state(state_dict):
 
 def _looks_like_torch_names(names):
     return any(not n.startswith("layer") for n in names)
+
+
+def module_order(state):
+    """`state` (name -> tensor) from a safetensors file with PyTorch's names, in module order.
+
+    A safetensors header is a JSON object: its order is no module order (the safetensors
+    package sorts names, so "10.weight" comes before "2.weight"). Numeric module paths, as
+    an nn.Sequential has ("0", "3", "1.2"), are sorted numerically; names such as "fc1" or
+    "features.0" carry no order, and are refused rather than guessed."""
+    def path(key):
+        prefix = key.rpartition(".")[0]
+        parts = prefix.split(".") if prefix else []
+        if not parts or not all(p.isdigit() for p in parts):
+            raise InteropError(
+                "cannot tell the layer order of '%s' from a safetensors file (its header has "
+                "no order): export from the torch.save'd model or state dict instead" % key)
+        return [int(p) for p in parts], key.endswith(".bias")
+    return OrderedDict((k, state[k]) for k in sorted(state, key=path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,7 +508,7 @@ def load_into(model, path, strict=True):
     tensors, metadata = read_safetensors(path)
     tensors = OrderedDict((k, v) for k, v in tensors.items() if not k.startswith("optim."))
     if _looks_like_torch_names(tensors):
-        tensors = to_minsharp_state(tensors)  # a file written with PyTorch's own names
+        tensors = to_minsharp_state(module_order(tensors))  # a file with PyTorch's own names
     own = model.state_dict()
     mapping = minsharp_names(list(own.keys()))
     if strict and META_SPEC in metadata:
@@ -548,8 +567,8 @@ def _torch_load(path):
             head = f.read(16)
     except OSError as e:
         raise InteropError("cannot read '%s': %s" % (path, e.strerror or e))
-    if len(head) >= 8 and head[8:9] == b"{":
-        raise InteropError("'%s' is already a safetensors file" % path)
+    if len(head) >= 9 and head[8:9] == b"{":
+        raise InteropError("'%s' is a safetensors file, not a torch.save file" % path)
     try:
         # A whole pickled nn.Module needs the full unpickler: load only files you trust.
         return torch.load(path, map_location="cpu")
@@ -623,8 +642,23 @@ def _parse_shape(text):
         raise argparse.ArgumentTypeError("'%s' is not C,H,W (e.g. 1,28,28)" % text)
 
 
+def _is_safetensors(path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise InteropError("cannot read '%s': %s" % (path, e.strerror or e))
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def _cmd_export(args):
-    state, module = _state_and_model(_torch_load(args.model), args.model)
+    if _is_safetensors(args.model):
+        # A state dict saved with PyTorch's names by the safetensors package (or anyone):
+        # only the names change.
+        tensors, _ = read_safetensors(args.model)
+        state, module = module_order(tensors), None
+    else:
+        state, module = _state_and_model(_torch_load(args.model), args.model)
     if module is not None and args.spec is None:
         try:
             spec = save_sequential(module, args.out, input_shape=args.input_shape)
@@ -687,7 +721,8 @@ def main(argv=None):
                        "derived and stored) or state dict (names mapped in order; spec only "
                        "with --spec) to a minsharp checkpoint. torch.load unpickles: only load "
                        "files you trust.")
-    p.add_argument("model", help="file written by torch.save (a model or a state dict)")
+    p.add_argument("model", help="file written by torch.save (a model or a state dict), or a "
+                   "safetensors state dict with PyTorch's names (0.weight, fc1.weight, ...)")
     p.add_argument("out", help="safetensors file to write")
     p.add_argument("--spec", help="minsharp spec or zoo name to store (checked against the "
                    "weights' shapes); default: derived from the nn.Sequential")

@@ -106,6 +106,31 @@ EOF
 "$py" "$tool" export "$tmp/cnn_state.pt" "$tmp/x.safetensors" --spec "${want_spec[cnn]}" >/dev/null \
   || fail "export of a state dict with --spec failed"
 
+# A safetensors state dict with PyTorch's names, sorted as the safetensors package sorts
+# them ("11.weight" before "3.weight"): export renames in module order, not header order.
+"$py" - "$tmp" <<'EOF' || fail "writing the sorted state dict failed"
+import sys, torch
+from collections import OrderedDict
+from torch import nn
+import minsharp_torch as mt
+torch.manual_seed(1)
+layers = [nn.Flatten(), nn.Linear(784, 6)]
+for _ in range(5):
+    layers += [nn.ReLU(), nn.Linear(6, 6 if _ < 4 else 10)]
+model = nn.Sequential(*layers)
+mt.write_safetensors(sys.argv[1] + "/sorted.safetensors", OrderedDict(sorted(model.state_dict().items())))
+mt.save_sequential(model, sys.argv[1] + "/deep.safetensors")
+EOF
+deep_spec=flatten,dense:6,relu,dense:6,relu,dense:6,relu,dense:6,relu,dense:6,relu,dense:10
+"$py" "$tool" export "$tmp/sorted.safetensors" "$tmp/renamed.safetensors" --spec "$deep_spec" \
+  >/dev/null || fail "export of a sorted safetensors state dict failed"
+for f in deep renamed; do
+  "$sharpness" --checkpoint "$tmp/$f.safetensors" --n 20 --measures trace --json "$tmp/$f.json" \
+    --quiet >/dev/null || fail "sharpness of $f.safetensors failed"
+done
+cmp -s <(grep '"trace"' "$tmp/deep.json") <(grep '"trace"' "$tmp/renamed.json") \
+  || fail "the renamed sorted state dict measures differently from the model"
+
 # One clear line and a non-zero exit for what cannot work.
 expect_error() {  # expected-substring, command...
   local want=$1; shift
