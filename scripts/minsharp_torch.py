@@ -78,9 +78,16 @@ _NAMES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"
           np.dtype("i1"): "I8", np.dtype("u1"): "U8", np.dtype("?"): "BOOL"}
 
 
-def _safetensors_problem(path, raw):
-    """Why `raw` is not a safetensors file, for the usual mistakes; None if it may be one."""
-    if raw[:2] == b"PK":
+def _safetensors_problem(raw):
+    """Why `raw` is not a safetensors file, naming the usual mistakes; None if it may be one.
+
+    Only a file whose length field or header is impossible is diagnosed: a valid header
+    length may well start with the bytes of a pickle or zip signature."""
+    if len(raw) >= 9:
+        n = struct.unpack("<Q", raw[:8])[0]
+        if n <= len(raw) - 8 and raw[8:9] == b"{":
+            return None
+    if raw[:4] == b"PK\x03\x04":
         return "not a safetensors file (a torch.save zip archive? export it with " \
                "'minsharp_torch.py export')"
     if raw[:1] == b"\x80":
@@ -88,11 +95,8 @@ def _safetensors_problem(path, raw):
                "'minsharp_torch.py export')"
     if len(raw) < 8:
         return "file has %d bytes, fewer than the 8-byte header length" % len(raw)
-    n = struct.unpack("<Q", raw[:8])[0]
-    if n > len(raw) - 8:
-        return "header length %d exceeds the %d bytes after the length field " \
-               "(not a safetensors file, or truncated)" % (n, len(raw) - 8)
-    return None
+    return "not a safetensors file (header length %d, %d bytes follow; no JSON header)" % (
+        struct.unpack("<Q", raw[:8])[0], len(raw) - 8)
 
 
 def read_safetensors(path, bf16_as_float32=True):
@@ -106,7 +110,7 @@ def read_safetensors(path, bf16_as_float32=True):
             raw = f.read()
     except OSError as e:
         raise InteropError("cannot read '%s': %s" % (path, e.strerror or e))
-    problem = _safetensors_problem(path, raw)
+    problem = _safetensors_problem(raw)
     if problem:
         raise InteropError("'%s': %s" % (path, problem))
     n = struct.unpack("<Q", raw[:8])[0]
@@ -127,13 +131,16 @@ def read_safetensors(path, bf16_as_float32=True):
         where = "'%s': tensor '%s'" % (path, name)
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
             raise InteropError(where + ": entry needs dtype, shape and data_offsets")
-        dtype = _DTYPES.get(info["dtype"])
+        dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if dtype is None:
             raise InteropError(where + ": unknown dtype %r (supported: %s)"
                                % (info["dtype"], ", ".join(_DTYPES)))
-        shape = info["shape"]
-        begin, end = info["data_offsets"]
-        if not all(isinstance(d, int) and d >= 0 for d in shape) or not (0 <= begin <= end):
+        shape, offsets = info["shape"], info["data_offsets"]
+        if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2 \
+                or not all(isinstance(d, int) and d >= 0 for d in shape + offsets):
+            raise InteropError(where + ": bad shape %r or data_offsets %r" % (shape, offsets))
+        begin, end = offsets
+        if begin > end:
             raise InteropError(where + ": bad shape %r or data_offsets %r"
                                % (shape, info["data_offsets"]))
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1

@@ -9,6 +9,9 @@
 # Plus the name mapping of bare state dicts and one-line errors. $1: the meson build dir.
 # Skips (77) without PyTorch for /usr/bin/python3 (or $MINSHARP_TORCH_PYTHON) or MNIST.
 set -uo pipefail
+usage="usage: tests/e2e_torch_interop.sh BUILD_DIR  (normally: meson test -C build e2e_torch_interop)"
+case ${1:-} in -h|--help) echo "$usage"; exit 0 ;; esac
+[ $# -eq 1 ] || { echo "$usage" >&2; exit 2; }
 build=$1
 train=$build/apps/train
 sharpness=$build/apps/sharpness
