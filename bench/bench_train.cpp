@@ -93,7 +93,7 @@ double best_of(int repeat, F&& run) {
 const char* usage =
     "usage: bench_train [--models a,b] [--examples N] [--threads T] [--repeat R]\n"
     "                   [--data-dir DIR] [--json FILE]\n"
-    "  --models    comma-separated zoo models or specs (default small-mlp,mlp,small-cnn,lenet)\n"
+    "  --models    comma-separated zoo models (default small-mlp,mlp,small-cnn,lenet)\n"
     "  --examples  MNIST training images per epoch (default 60000; fewer for a quick run)\n"
     "  --threads   worker threads (default 2)\n"
     "  --repeat    best of R epochs per cell (default 3; a shared machine's throughput\n"

@@ -15,7 +15,7 @@ usage: bench/compare.sh [--build DIR] [--out STEM] [--repeat R] [--examples N]
   --out       write STEM.md and STEM.json (default: DIR/compare, i.e. build/compare)
   --repeat    best of R epochs per cell, both sides (default 3)
   --examples  MNIST training images per epoch (default 60000; e.g. 6000 for a quick run)
-  --models    zoo models or specs (default small-mlp,mlp,small-cnn,lenet)
+  --models    comma-separated zoo models (default small-mlp,mlp,small-cnn,lenet)
   --threads   threads of both sides (default 2)
   --data-dir  folder with the MNIST IDX files (default: data/mnist, or $MINSHARP_DATA_DIR)
   --python    interpreter with PyTorch (default /usr/bin/python3, Debian's python3-torch)

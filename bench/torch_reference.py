@@ -141,7 +141,7 @@ def main():
     parser.add_argument("--from-json", metavar="FILE",
                         help="bench_train --json output: take models, specs, examples, repeat, "
                         "threads and SGD settings from it (explicit options still win)")
-    parser.add_argument("--models", help="comma-separated zoo names or specs "
+    parser.add_argument("--models", help="comma-separated zoo names "
                         "(default small-mlp,mlp,small-cnn,lenet)")
     parser.add_argument("--examples", type=int, help="MNIST training images per epoch "
                         "(default 60000)")
