@@ -1,7 +1,13 @@
-// Machine description printed by the benchmarks, so numbers can be compared.
+// What the benchmarks ran on, printed above every table and written into --json, so a
+// number is only ever read beside the machine, build and BLAS that produced it.
 #pragma once
 
+#include <cblas.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -15,9 +21,120 @@ inline std::string cpu_model() {
     return "unknown CPU";
 }
 
-inline std::string machine_line(int threads) {
-    return cpu_model() + ", " + std::to_string(std::thread::hardware_concurrency()) +
-           " hardware threads, BLAS threads " + std::to_string(threads);
+/// Highest of the ISA levels our kernels care about that this CPU (and OS) supports, from
+/// cpuid via the compiler's runtime check.
+inline std::string cpu_isa() {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
+    if (__builtin_cpu_supports("sse4.2")) return "sse4.2";
+    if (__builtin_cpu_supports("sse2")) return "sse2";
+    return "unknown";
+}
+
+/// What the compiler was allowed to use for this binary (and, with the same flags, for the
+/// library): a build without -march=native runs the baseline x86-64 code even on an
+/// AVX-512 machine, which explains a slow number before anything else does.
+inline std::string compile_target() {
+#if defined(__AVX512F__)
+    std::string isa = "avx512f";
+#elif defined(__AVX2__) && defined(__FMA__)
+    std::string isa = "avx2+fma";
+#elif defined(__SSE4_2__)
+    std::string isa = "sse4.2";
+#else
+    std::string isa = "sse2";
+#endif
+#if defined(MINSHARP_BENCH_NATIVE)
+    isa += MINSHARP_BENCH_NATIVE ? " (-march=native)" : " (portable: -Dnative=false)";
+#endif
+    return isa;
+}
+
+// ---- RUNTIME SIMD DISPATCH HOOK -----------------------------------------------------------
+// When the library chooses its kernels at run time, return the chosen kernel ISA here (e.g.
+// call the library's reporting function). Empty means "no runtime dispatch": the kernels
+// are the compile target's. This is the only place the benchmarks need to change.
+inline std::string kernel_isa() { return ""; }
+// --------------------------------------------------------------------------------------------
+
+inline std::string env_or_empty(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+/// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it. DYNAMIC_ARCH
+/// OpenBLAS picks its kernels from the cpuid model number; a model it does not know (a new
+/// CPU, or a VM reporting a generic "Intel Xeon Processor") falls back to Prescott (SSE3),
+/// which made the MLP's GEMMs ~3x slower on such a VM. Empty when nothing is wrong.
+inline std::string openblas_warning(const std::string& isa, const std::string& core) {
+    static const std::set<std::string> no_avx2 = {
+        "Prescott",  "Core2",    "Penryn",  "Dunnington", "Nehalem",   "Sandybridge",
+        "Atom",      "Katmai",   "Coppermine", "Northwood", "Banias",  "Opteron",
+        "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer", "Piledriver", "Steamroller"};
+    if ((isa != "avx512f" && isa != "avx2+fma") || !no_avx2.count(core)) return "";
+    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this " + isa +
+           " CPU: it did not recognise the CPU model; OPENBLAS_CORETYPE=" +
+           (isa == "avx512f" ? "SkylakeX" : "Haswell") + " selects faster ones";
+}
+
+struct MachineInfo {
+    std::string cpu;
+    unsigned hardware_threads = 0;
+    std::string isa;             ///< highest ISA of the CPU
+    std::string compile_target;  ///< ISA the binary was compiled for
+    std::string kernel_isa;      ///< runtime-dispatched kernels; empty: none
+    int threads = 0;             ///< worker threads of the benchmark
+    std::string openblas_core, openblas_config;
+    std::string openblas_coretype;  ///< $OPENBLAS_CORETYPE, empty when unset
+    std::string warning;            ///< see openblas_warning; empty when none
+
+    nlohmann::ordered_json to_json() const {
+        nlohmann::ordered_json j = {{"cpu", cpu},
+                                    {"hardware_threads", hardware_threads},
+                                    {"isa", isa},
+                                    {"compile_target", compile_target},
+                                    {"kernel_isa", kernel_isa},
+                                    {"threads", threads},
+                                    {"openblas_core", openblas_core},
+                                    {"openblas_config", openblas_config},
+                                    {"openblas_coretype", openblas_coretype},
+                                    {"warning", warning}};
+        return j;
+    }
+
+    /// Three lines (four with a warning) for the top of a benchmark's output.
+    std::string header() const {
+        std::string s = "cpu:      " + cpu + " (" + std::to_string(hardware_threads) +
+                        " hardware threads), ISA " + isa + "\n";
+        s += "build:    compiled for " + compile_target;
+        if (!kernel_isa.empty()) s += ", kernels " + kernel_isa;
+        s += ", " + std::to_string(threads) + " threads\n";
+        s += "openblas: core " + openblas_core + " (" + openblas_config + ")";
+        s += openblas_coretype.empty() ? ", OPENBLAS_CORETYPE unset"
+                                       : ", OPENBLAS_CORETYPE=" + openblas_coretype;
+        s += "\n";
+        if (!warning.empty()) s += "warning:  " + warning + "\n";
+        return s;
+    }
+};
+
+inline MachineInfo machine_info(int threads) {
+    MachineInfo m;
+    m.cpu = cpu_model();
+    m.hardware_threads = std::thread::hardware_concurrency();
+    m.isa = cpu_isa();
+    m.compile_target = compile_target();
+    m.kernel_isa = kernel_isa();
+    m.threads = threads;
+    // OpenBLAS picks its core at load time (DYNAMIC_ARCH) unless OPENBLAS_CORETYPE forces one.
+    m.openblas_core = openblas_get_corename();
+    m.openblas_config = openblas_get_config();
+    while (!m.openblas_config.empty() && m.openblas_config.back() == ' ')
+        m.openblas_config.pop_back();
+    m.openblas_coretype = env_or_empty("OPENBLAS_CORETYPE");
+    m.warning = openblas_warning(m.isa, m.openblas_core);
+    return m;
 }
 
 }  // namespace minsharp::bench
