@@ -218,6 +218,7 @@ void full_mlp_memory(const Dataset& train, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+    minsharp::reexec_with_better_blas_core(argv);
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
     const Args args = parse(argc, argv);
     set_blas_threads(args.threads);

@@ -147,6 +147,7 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    minsharp::reexec_with_better_blas_core(argv);
     Args args;
     try {
         args = parse(argc, argv);

@@ -73,8 +73,15 @@ if ! probe=$("$python" -c 'import torch; print(torch.__version__)' 2>&1); then
   "$report_python" "$here/compare_report.py" "$tmp/minsharp.json" --out "$out" --note "$note"
   exit 0
 fi
+# Debian's PyTorch multiplies its dense layers with the same system OpenBLAS: give it the
+# kernels bench_train ran on (bench_train re-executes itself with better ones when OpenBLAS
+# fell back to pre-AVX2 kernels on this CPU), so both sides run the same GEMM code.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  OPENBLAS_CORETYPE=$("$report_python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine"]["openblas_core"])' "$tmp/minsharp.json")
+  export OPENBLAS_CORETYPE
+fi
 echo
-echo "== PyTorch $probe: $python bench/torch_reference.py --from-json (same workload)"
+echo "== PyTorch $probe: $python bench/torch_reference.py --from-json (same workload, OpenBLAS core $OPENBLAS_CORETYPE)"
 OMP_WAIT_POLICY=PASSIVE "$python" "$here/torch_reference.py" --from-json "$tmp/minsharp.json" \
   "${torch_args[@]}" --json "$tmp/pytorch.json" || die "torch_reference.py failed"
 echo

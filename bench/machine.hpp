@@ -5,9 +5,10 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
+#include "minsharp/blas_core.hpp"
+
 #include <cstdlib>
 #include <fstream>
-#include <set>
 #include <string>
 #include <thread>
 
@@ -63,19 +64,14 @@ inline std::string env_or_empty(const char* name) {
     return v ? v : "";
 }
 
-/// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it. DYNAMIC_ARCH
-/// OpenBLAS picks its kernels from the cpuid model number; a model it does not know (a new
-/// CPU, or a VM reporting a generic "Intel Xeon Processor") falls back to Prescott (SSE3),
-/// which made the MLP's GEMMs ~3x slower on such a VM. Empty when nothing is wrong.
-inline std::string openblas_warning(const std::string& isa, const std::string& core) {
-    static const std::set<std::string> no_avx2 = {
-        "Prescott",  "Core2",    "Penryn",  "Dunnington", "Nehalem",   "Sandybridge",
-        "Atom",      "Katmai",   "Coppermine", "Northwood", "Banias",  "Opteron",
-        "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer", "Piledriver", "Steamroller"};
-    if ((isa != "avx512f" && isa != "avx2+fma") || !no_avx2.count(core)) return "";
-    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this " + isa +
-           " CPU: it did not recognise the CPU model; OPENBLAS_CORETYPE=" +
-           (isa == "avx512f" ? "SkylakeX" : "Haswell") + " selects faster ones";
+/// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it (see
+/// minsharp/blas_core.hpp: the benches re-execute with better ones unless told not to).
+inline std::string openblas_warning(const std::string& core) {
+    const std::string better =
+        minsharp::better_blas_core(core, minsharp::detect_cpu_vector_support());
+    if (better.empty()) return "";
+    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this CPU: it did not recognise "
+           "the CPU model; OPENBLAS_CORETYPE=" + better + " selects faster ones";
 }
 
 struct MachineInfo {
@@ -133,7 +129,7 @@ inline MachineInfo machine_info(int threads) {
     while (!m.openblas_config.empty() && m.openblas_config.back() == ' ')
         m.openblas_config.pop_back();
     m.openblas_coretype = env_or_empty("OPENBLAS_CORETYPE");
-    m.warning = openblas_warning(m.isa, m.openblas_core);
+    m.warning = openblas_warning(m.openblas_core);
     return m;
 }
 

@@ -13,9 +13,10 @@ namespace minsharp {
 namespace {
 
 // OpenBLAS 0.3.21's kernel sets that use neither AVX2 nor AVX-512 (its DYNAMIC_ARCH list).
-constexpr std::array<std::string_view, 12> pre_avx2_cores = {
-    "Prescott", "Core2",    "Penryn",    "Dunnington", "Nehalem",  "Atom",
-    "Opteron",  "Barcelona", "Bobcat",   "Sandybridge", "Bulldozer", "Piledriver"};
+constexpr std::array<std::string_view, 18> pre_avx2_cores = {
+    "Katmai",   "Coppermine", "Northwood", "Banias",    "Prescott",     "Core2",
+    "Penryn",   "Dunnington", "Nehalem",   "Atom",      "Sandybridge",  "Opteron",
+    "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer", "Piledriver",   "Steamroller"};
 
 bool is_pre_avx2(std::string_view core) {
     for (std::string_view old : pre_avx2_cores)
