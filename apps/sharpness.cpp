@@ -93,6 +93,18 @@ void rescale(Sequential<double>& model, const std::string& how, double max_facto
                 output_change(original, model, x));
 }
 
+// Settled before the model is loaded and measured: writing the report over the checkpoint
+// would destroy it, and an unwritable --json should fail before the work, not after it.
+void check_json_output(const std::string& json_out, const std::string& checkpoint) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const bool same = fs::weakly_canonical(json_out, ec) == fs::weakly_canonical(checkpoint) ||
+                      (fs::exists(json_out) && fs::equivalent(json_out, checkpoint));
+    if (same)
+        throw Error("--json " + json_out + " is the checkpoint itself; name another file");
+    require_writable_file(json_out);
+}
+
 Batch<double> to_batch(const Dataset& d) {
     Batch<double> b;
     b.x = Tensor4<double>::from_shape(d.images.shape());
@@ -170,6 +182,7 @@ int main(int argc, char** argv) {
     cli.add_flag("--quiet", quiet, "no progress on stderr");
     return app::run(cli, argc, argv, [&] {
         const auto measures = parse_measures(measures_text);
+        if (!json_out.empty()) check_json_output(json_out, checkpoint);
         options.precision = parse_precision(precision_text);
         options.progress = !quiet;
         if (options.threads > 0) set_threads(options.threads);

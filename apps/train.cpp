@@ -11,13 +11,15 @@ using namespace minsharp;
 int main(int argc, char** argv) {
     CLI::App cli{"Train a small MLP or CNN with SGD and save it as safetensors.\n"
                  "Writes DIR/config.json, DIR/metrics.jsonl (one JSON object per epoch),\n"
-                 "DIR/checkpoint.safetensors (resumable state) and DIR/model.safetensors.",
+                 "DIR/checkpoint.safetensors (resumable state) and DIR/model.safetensors.\n"
+                 "A DIR that already holds a run needs --resume (continue it) or --force\n"
+                 "(delete its files and start over).",
                  "train"};
     TrainConfig c;
     c.epochs = 10;
     c.sgd = {0.05, 0.9, 1e-5, 0.0};
     std::string out = "runs/train";
-    bool resume = false, quiet = false;
+    bool resume = false, force = false, quiet = false;
     const std::string zoo = [] {
         std::string s;
         for (const auto& n : zoo_names()) s += (s.empty() ? "" : ", ") + n;
@@ -77,14 +79,29 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     cli.add_option("--out", out, "output folder")->capture_default_str();
-    cli.add_flag("--resume", resume,
-                 "continue from DIR/checkpoint.safetensors (same config; ends with the same "
-                 "weights as an uninterrupted run)");
+    auto* resume_flag =
+        cli.add_flag("--resume", resume,
+                     "continue from DIR/checkpoint.safetensors (same config, --epochs may be "
+                     "larger to train further; ends with the same weights as an uninterrupted "
+                     "run)");
+    cli.add_flag("--force", force, "DIR holds a run: delete its files first and start over")
+        ->excludes(resume_flag);
     cli.add_flag("--quiet", quiet, "no per-epoch lines and no progress bar");
     return app::run(cli, argc, argv, [&] {
-        const auto result = train_run(c, out, {resume, !quiet, !quiet});
-        const auto& last = result.history.back();
-        std::printf("final: train accuracy %.4f  test accuracy %.4f  -> %s/model.safetensors\n",
-                    last.train.accuracy, last.test.accuracy, out.c_str());
+        RunOptions options;
+        options.resume = resume;
+        options.force = force;
+        options.require_checkpoint = true;  // --resume of nothing is a mistake, not a new run
+        options.progress = options.log = !quiet;
+        const auto result = train_run(c, out, options);
+        if (result.already_finished)
+            std::printf("%s already finished its %d epochs: nothing to train (a larger --epochs "
+                        "trains further, --force starts over)\n",
+                        out.c_str(), c.epochs);
+        if (!result.history.empty() && result.history.back().evaluated) {
+            const auto& last = result.history.back();
+            std::printf("final: train accuracy %.4f  test accuracy %.4f  -> %s/model.safetensors\n",
+                        last.train.accuracy, last.test.accuracy, out.c_str());
+        }
     });
 }

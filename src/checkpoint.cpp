@@ -3,8 +3,15 @@
 #include "minsharp/models.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
 #include <set>
 #include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace minsharp {
 
@@ -27,6 +34,25 @@ ActShape parse_input_shape(const std::string& text, const std::string& where) {
 bool has_prefix(const std::string& name, const std::vector<std::string>& prefixes) {
     return std::any_of(prefixes.begin(), prefixes.end(),
                        [&](const std::string& p) { return name.rfind(p, 0) == 0; });
+}
+
+// A NaN or Inf weight makes every later number (loss, Tr H, minimum sharpness) garbage that
+// still looks plausible, so it is refused where it enters.
+template <class T>
+void require_finite(const std::vector<T>& values, const std::string& tensor, const std::string& where) {
+    const auto bad = std::find_if(values.begin(), values.end(), [](T v) { return !std::isfinite(v); });
+    if (bad != values.end())
+        throw IoError(where + ": tensor '" + tensor + "' has a non-finite value (" +
+                      format_double(double(*bad)) + ") at flat index " +
+                      std::to_string(bad - values.begin()));
+}
+
+// The nearest folder that exists: `dir` itself, or the ancestor under which it would be made.
+std::filesystem::path nearest_existing(const std::filesystem::path& dir) {
+    std::filesystem::path p = std::filesystem::absolute(dir);
+    while (!std::filesystem::exists(p) && p.has_parent_path() && p != p.parent_path())
+        p = p.parent_path();
+    return p;
 }
 
 }  // namespace
@@ -64,6 +90,7 @@ void load_parameters(Sequential<T>& model, const Safetensors& file, const std::s
                           shape_str(blob->shape) + ", the architecture expects " +
                           shape_str(p->shape));
         const auto values = blob_values<T>(*blob);
+        require_finite(values, p->name, where);
         std::copy(values.begin(), values.end(), p->value.begin());
     }
     for (const auto& blob : file.tensors)
@@ -86,6 +113,58 @@ Sequential<T> load_model(const std::filesystem::path& file, const std::optional<
     Sequential<T> model = build_model<T>(arch ? *arch : spec_it->second, input);
     load_parameters(model, content, where, {"optim."});
     return model;
+}
+
+const std::string& required_metadata(const Safetensors& file, const std::string& key,
+                                     const std::string& where) {
+    const auto it = file.metadata.find(key);
+    if (it == file.metadata.end())
+        throw IoError("checkpoint " + where + " has no " + key + " (not written by minsharp train?)");
+    return it->second;
+}
+
+std::uint64_t metadata_count(const Safetensors& file, const std::string& key,
+                             const std::string& where) {
+    const std::string& text = required_metadata(file, key, where);
+    std::uint64_t value = 0;
+    const char* end = text.data() + text.size();
+    const bool digits_only = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        return c >= '0' && c <= '9';
+    });
+    const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (!digits_only || ec != std::errc() || ptr != end)
+        throw IoError("checkpoint " + where + ": " + key + " '" + text +
+                      "' is not a non-negative integer");
+    return value;
+}
+
+namespace {
+
+// Creates and removes a probe file in the nearest existing folder of `dir`; errors name
+// `target`, the output the user asked for.
+void probe_writable(const std::filesystem::path& dir, const std::filesystem::path& target) {
+    const std::filesystem::path existing = nearest_existing(dir);
+    if (!std::filesystem::is_directory(existing))
+        throw IoError("cannot write " + target.string() + ": " + existing.string() +
+                      " is not a folder");
+    const std::filesystem::path probe =
+        existing / (".minsharp-write-probe." + std::to_string(::getpid()));
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        throw IoError("cannot write " + target.string() + ": creating a file in " +
+                      existing.string() + " failed: " + std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
+}
+
+}  // namespace
+
+void require_writable_folder(const std::filesystem::path& dir) { probe_writable(dir, dir); }
+
+void require_writable_file(const std::filesystem::path& file) {
+    if (std::filesystem::is_directory(file))
+        throw IoError("cannot write " + file.string() + ": it is a folder");
+    probe_writable(std::filesystem::absolute(file).parent_path(), file);
 }
 
 #define MINSHARP_INSTANTIATE_CHECKPOINT(T)                                                        \

@@ -5,11 +5,14 @@
 #include "minsharp/parallel.hpp"
 #include "minsharp/progress.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <utility>
 
 namespace minsharp {
 
@@ -31,7 +34,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Settings that may differ between an interrupted run and its resumption.
+// Settings that may differ between an interrupted run and its resumption: epochs (a run may
+// be trained further) and settings that do not change what is trained (the thread count
+// changes only the rounding of float sums; the experiment runner plans it per machine).
 nlohmann::json resumable_part(const TrainConfig& c) {
     nlohmann::json j = c.to_json();
     for (const char* key : {"epochs", "threads", "eval_every", "checkpoint_every"}) j.erase(key);
@@ -195,15 +200,13 @@ double Trainer::train_epoch(int epoch, const StepCallback& on_step) {
 
 // ---- whole runs -----------------------------------------------------------------------
 
-namespace {
+bool RunFiles::holds_run() const {
+    for (const auto& f : all())
+        if (std::filesystem::exists(f)) return true;
+    return false;
+}
 
-struct RunFiles {
-    std::filesystem::path dir;
-    std::filesystem::path config() const { return dir / "config.json"; }
-    std::filesystem::path metrics() const { return dir / "metrics.jsonl"; }
-    std::filesystem::path checkpoint() const { return dir / "checkpoint.safetensors"; }
-    std::filesystem::path model() const { return dir / "model.safetensors"; }
-};
+namespace {
 
 std::string metrics_text(const std::vector<EpochMetrics>& history) {
     std::string text;
@@ -211,29 +214,62 @@ std::string metrics_text(const std::vector<EpochMetrics>& history) {
     return text;
 }
 
+EpochMetrics parse_metrics_line(const nlohmann::json& j) {
+    EpochMetrics m;
+    m.epoch = j.at("epoch");
+    m.steps = j.at("steps");
+    m.lr = j.at("lr");
+    m.batch_loss = j.at("batch_loss");
+    m.seconds = j.at("seconds");
+    m.evaluated = j.contains("train_loss");
+    if (m.evaluated) {
+        m.train = {j.at("train_loss"), j.at("train_accuracy")};
+        m.test = {j.at("test_loss"), j.at("test_accuracy")};
+    }
+    return m;
+}
+
+// The lines up to `upto_epoch`: lines after it belong to training that the checkpoint does
+// not contain (a failed or killed attempt) and are dropped.
 std::vector<EpochMetrics> read_metrics(const std::filesystem::path& file, int upto_epoch) {
     std::vector<EpochMetrics> history;
     if (!std::filesystem::exists(file)) return history;
     std::istringstream in(read_file(file));
     std::string line;
-    while (std::getline(in, line)) {
+    for (int number = 1; std::getline(in, line); ++number) {
         if (line.empty()) continue;
-        const auto j = nlohmann::json::parse(line);
-        EpochMetrics m;
-        m.epoch = j.at("epoch");
-        if (m.epoch > upto_epoch) break;
-        m.steps = j.at("steps");
-        m.lr = j.at("lr");
-        m.batch_loss = j.at("batch_loss");
-        m.seconds = j.at("seconds");
-        m.evaluated = j.contains("train_loss");
-        if (m.evaluated) {
-            m.train = {j.at("train_loss"), j.at("train_accuracy")};
-            m.test = {j.at("test_loss"), j.at("test_accuracy")};
+        try {
+            const auto j = nlohmann::json::parse(line);
+            if (j.at("epoch").get<int>() > upto_epoch) break;  // the rest is not checked: dropped
+            history.push_back(parse_metrics_line(j));
+        } catch (const nlohmann::json::exception& e) {
+            throw IoError(file.string() + " line " + std::to_string(number) +
+                          " is not a metrics record: " + e.what());
         }
-        history.push_back(m);
     }
     return history;
+}
+
+void require_finite_parameters(const Sequential<float>& model, int epoch) {
+    for (const auto* p : model.parameters()) {
+        const float* bad = std::find_if(p->data(), p->data() + p->size(),
+                                        [](float v) { return !std::isfinite(v); });
+        if (bad != p->data() + p->size())
+            throw DivergenceError("training diverged in epoch " + std::to_string(epoch) +
+                                  ": weight '" + p->name + "' [" +
+                                  std::to_string(bad - p->data()) + "] is " +
+                                  format_double(*bad) + " (try a smaller --lr)");
+    }
+}
+
+// A loss that is finite step by step can still be NaN/Inf over the whole set (the last step
+// blew the weights up); such an epoch is a divergence, not a metrics line with nulls.
+void require_finite_evaluation(const EpochMetrics& m) {
+    for (const auto& [what, loss] : {std::pair{"train", m.train.loss}, std::pair{"test", m.test.loss}})
+        if (!std::isfinite(loss))
+            throw DivergenceError("training diverged in epoch " + std::to_string(m.epoch) +
+                                  ": the " + what + " loss after it is " + format_double(loss) +
+                                  " (try a smaller --lr)");
 }
 
 void save_state(const RunFiles& files, const Sequential<float>& model, Sgd<float>& sgd,
@@ -249,28 +285,143 @@ void save_state(const RunFiles& files, const Sequential<float>& model, Sgd<float
     write_safetensors(files.checkpoint(), state);
 }
 
-// Restores weights, momentum and step count; returns the last finished epoch.
-int restore_state(const RunFiles& files, Sequential<float>& model, Sgd<float>& sgd,
-                  const TrainConfig& config) {
+std::size_t steps_per_epoch(const TrainConfig& config, std::size_t examples) {
+    const std::size_t batch = std::min(config.batch_size, examples);
+    return (examples + batch - 1) / batch;
+}
+
+// What the checkpoint says about the run, parsed strictly before anything is loaded.
+struct CheckpointInfo {
+    TrainConfig config;
+    int epoch = 0;
+    std::uint64_t steps = 0;
+};
+
+CheckpointInfo checkpoint_info(const Safetensors& state, const std::string& where) {
+    CheckpointInfo info;
+    const std::string& text = required_metadata(state, meta_config, where);
+    try {
+        info.config = TrainConfig::from_json(nlohmann::json::parse(text));
+    } catch (const nlohmann::json::exception& e) {
+        throw IoError("checkpoint " + where + ": " + meta_config +
+                      " is not a training config: " + e.what());
+    }
+    const std::uint64_t epoch = metadata_count(state, meta_epoch, where);
+    if (epoch > std::uint64_t(std::numeric_limits<int>::max()))
+        throw IoError("checkpoint " + where + ": " + meta_epoch + " " + std::to_string(epoch) +
+                      " is out of range");
+    info.epoch = int(epoch);
+    info.steps = metadata_count(state, meta_steps, where);
+    return info;
+}
+
+// The config keys whose values differ, as "key: saved -> now" lines.
+std::string config_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+    std::string text;
+    for (const auto& [key, value] : now.items())
+        if (!saved.contains(key) || saved.at(key) != value)
+            text += (text.empty() ? "" : ", ") + key + " " +
+                    (saved.contains(key) ? saved.at(key).dump() : "(missing)") + " -> " +
+                    value.dump();
+    return text;
+}
+
+// Refuses a checkpoint that is not an earlier state of exactly this run.
+void require_resumable(const CheckpointInfo& info, const TrainConfig& config,
+                       std::size_t examples, const std::string& where) {
+    const auto saved = resumable_part(info.config), now = resumable_part(config);
+    if (saved != now)
+        throw Error("cannot resume from " + where + ": the run was started with another config (" +
+                    config_differences(saved, now) + "); --force starts over");
+    if (info.epoch > config.epochs)
+        throw Error("cannot resume from " + where + ": it was written at epoch " +
+                    std::to_string(info.epoch) + ", after --epochs " +
+                    std::to_string(config.epochs) +
+                    " (a run cannot be shortened); --force starts over");
+    const std::uint64_t expected = std::uint64_t(info.epoch) * steps_per_epoch(config, examples);
+    if (info.steps != expected)
+        throw IoError("checkpoint " + where + ": " + meta_steps + " " + std::to_string(info.steps) +
+                      " is not epoch " + std::to_string(info.epoch) + " x " +
+                      std::to_string(steps_per_epoch(config, examples)) + " steps per epoch");
+}
+
+// Restores weights, momentum and step count; returns what the checkpoint says of the run
+// (its epoch is the last finished one).
+CheckpointInfo restore_state(const RunFiles& files, Sequential<float>& model, Sgd<float>& sgd,
+                  const TrainConfig& config, std::size_t examples) {
     const Safetensors state = read_safetensors(files.checkpoint());
     const std::string where = files.checkpoint().string();
-    const auto saved = nlohmann::json::parse(state.metadata.at(meta_config));
-    if (resumable_part(TrainConfig::from_json(saved)) != resumable_part(config))
-        throw Error(where + ": cannot resume, the run was started with another config:\n  " +
-                    resumable_part(TrainConfig::from_json(saved)).dump() + "\nnow:\n  " +
-                    resumable_part(config).dump());
+    const CheckpointInfo info = checkpoint_info(state, where);
+    require_resumable(info, config, examples, where);
     load_parameters(model, state, where, {velocity_prefix});
     const auto& params = sgd.parameters();
     for (std::size_t i = 0; i < params.size(); ++i) {
-        const TensorBlob* blob = state.find(velocity_prefix + params[i]->name);
+        const std::string name = velocity_prefix + params[i]->name;
+        const TensorBlob* blob = state.find(name);
         if (!blob) throw IoError(where + ": momentum of '" + params[i]->name + "' is missing");
         const auto values = blob_values<float>(*blob);
         if (values.size() != params[i]->size())
             throw IoError(where + ": momentum of '" + params[i]->name + "' has the wrong size");
+        const auto bad = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+        if (bad != values.end())
+            throw IoError(where + ": tensor '" + name + "' has a non-finite value (" +
+                          format_double(*bad) + ") at flat index " +
+                          std::to_string(bad - values.begin()));
         std::copy(values.begin(), values.end(), sgd.momentum_buffers()[i].begin());
     }
-    sgd.set_steps(std::stoull(state.metadata.at(meta_steps)));
-    return std::stoi(state.metadata.at(meta_epoch));
+    sgd.set_steps(info.steps);
+    return info;
+}
+
+// Settles, before any data is loaded, whether DIR may be used as asked (see train_run).
+void check_run_folder(const RunFiles& files, const RunOptions& options) {
+    const std::string dir = files.dir.string();
+    if (options.resume && options.force)
+        throw Error("--resume and --force exclude each other (continue the run in " + dir +
+                    ", or delete it and start over?)");
+    const bool has_checkpoint = std::filesystem::exists(files.checkpoint());
+    if (!options.resume && !options.force && files.holds_run())
+        throw Error(dir + " already holds a run; --resume continues it, --force deletes it "
+                          "and starts over");
+    if (options.resume && !has_checkpoint && options.require_checkpoint)
+        throw Error("cannot resume: " + files.checkpoint().string() +
+                    " does not exist (the run stopped before its first checkpoint, or " + dir +
+                    " is the wrong folder); --force starts over");
+    if (std::filesystem::exists(files.dir) && !std::filesystem::is_directory(files.dir))
+        throw IoError("cannot write " + dir + ": it is not a folder");
+    require_writable_folder(files.dir);
+}
+
+// Notes a resume with another thread count: float sums are then grouped differently.
+void note_thread_change(const RunFiles& files, int before, int now) {
+    if (before != now)
+        std::fprintf(stderr,
+                     "note: %s was trained with --threads %d, resuming with %d: the weights "
+                     "equal an uninterrupted run up to rounding, not bit for bit\n",
+                     files.dir.c_str(), before, now);
+}
+
+void remove_run_files(const RunFiles& files) {
+    for (const auto& f : files.all()) std::filesystem::remove(f);
+}
+
+// Restores the run from its checkpoint and returns the last finished epoch. A run that has
+// all its epochs and its model is left untouched (already_finished); otherwise the folder
+// becomes an unfinished run of this config: the model of a shorter finished run and the
+// metrics lines of a failed attempt would no longer match it, so they go now, before
+// training can fail again.
+int resume_run(const RunFiles& files, RunResult& result, Sgd<float>& sgd, const TrainConfig& config,
+               std::size_t examples, const RunOptions& options) {
+    const CheckpointInfo info = restore_state(files, result.model, sgd, config, examples);
+    result.history = read_metrics(files.metrics(), info.epoch);
+    if (info.epoch == config.epochs && std::filesystem::exists(files.model())) {
+        result.already_finished = true;
+        return info.epoch;
+    }
+    if (options.log) note_thread_change(files, info.config.threads, config.threads);
+    std::filesystem::remove(files.model());
+    write_file_atomic(files.metrics(), metrics_text(result.history));
+    return info.epoch;
 }
 
 void log_epoch(const EpochMetrics& m, int epochs) {
@@ -287,27 +438,28 @@ void log_epoch(const EpochMetrics& m, int epochs) {
 RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
                     const RunOptions& options, const PreparedData* data) {
     config.validate();
+    const RunFiles files{dir};
+    check_run_folder(files, options);
     if (config.threads > 0) set_threads(config.threads);
     PreparedData loaded;
     if (!data) {
         loaded = prepare_data(config);
         data = &loaded;
     }
-    const RunFiles files{dir};
-    RunResult result{make_model<float>(config.model, derive_seed(config.seed, init_stream)), {}};
+    RunResult result{make_model<float>(config.model, derive_seed(config.seed, init_stream)), {}, false};
     Trainer trainer(result.model, data->train, config);
     int done = 0;
     if (options.resume && std::filesystem::exists(files.checkpoint())) {
-        done = restore_state(files, result.model, trainer.optimizer(), config);
-        result.history = read_metrics(files.metrics(), done);
+        done = resume_run(files, result, trainer.optimizer(), config, data->train.size(), options);
+        if (result.already_finished) return result;
+    } else {
+        remove_run_files(files);  // nothing there, --force, or nothing to resume from
     }
     write_file_atomic(files.config(), config.to_json().dump(2) + "\n");
     for (int epoch = done + 1; epoch <= config.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
-        const std::size_t steps =
-            (data->train.size() + config.batch_size - 1) / config.batch_size;
         ProgressBar bar("epoch " + std::to_string(epoch) + "/" + std::to_string(config.epochs),
-                        steps);
+                        steps_per_epoch(config, data->train.size()));
         EpochMetrics m;
         m.epoch = epoch;
         m.lr = trainer.optimizer().learning_rate();
@@ -315,11 +467,13 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
             if (options.progress) bar.update(s, "loss " + std::to_string(loss).substr(0, 6));
         });
         if (options.progress) bar.finish();
+        require_finite_parameters(result.model, epoch);
         m.steps = trainer.optimizer().steps();
         m.evaluated = epoch % config.eval_every == 0 || epoch == config.epochs;
         if (m.evaluated) {
             m.train = evaluate(result.model, data->train);
             m.test = evaluate(result.model, data->test);
+            require_finite_evaluation(m);
         }
         m.seconds = seconds_since(start);
         result.history.push_back(m);

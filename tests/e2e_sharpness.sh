@@ -104,4 +104,31 @@ expect_error "unknown measure 'bogus'" --checkpoint "$model" --n 10 --measures b
 expect_error "tanh" --checkpoint "$model" --model flatten,dense:20,tanh,dense:20,relu,dense:10 --quiet
 expect_error "not found" --checkpoint "$model" --n 10 --data-dir "$tmp/nowhere" --quiet
 expect_error "has only 60000" --checkpoint "$model" --n 70000 --quiet
+
+# A NaN weight is refused when the checkpoint is loaded, naming the tensor and flat index.
+if command -v python3 >/dev/null; then
+  python3 - "$model" "$tmp/nan.safetensors" <<'EOF' || fail "could not write a NaN weight"
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+begin = json.loads(raw[8:8 + n])["layer1.weight"]["data_offsets"][0]
+at = 8 + n + begin + 4 * 5  # F32 element 5
+raw[at:at + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(raw)
+EOF
+  expect_error "tensor 'layer1.weight' has a non-finite value (nan) at flat index 5" \
+    --checkpoint "$tmp/nan.safetensors" --measures trace,ms,ms-node --n 10 --quiet
+fi
+
+# --json must not replace the checkpoint (however the path is spelled), and an unwritable
+# --json fails before the measuring (one line: nothing was printed before it).
+cp "$model" "$tmp/copy.safetensors"
+expect_error "is the checkpoint itself" --checkpoint "$tmp/copy.safetensors" --n 10 --quiet \
+  --json "$tmp/./run/../copy.safetensors"
+ln "$tmp/copy.safetensors" "$tmp/hardlink.safetensors"
+expect_error "is the checkpoint itself" --checkpoint "$tmp/copy.safetensors" --n 10 --quiet \
+  --json "$tmp/hardlink.safetensors"
+cmp -s "$model" "$tmp/copy.safetensors" || fail "the checkpoint was overwritten"
+expect_error "is not a folder" --checkpoint "$model" --quiet --json "$tmp/s.json/report.json"
+expect_error "it is a folder" --checkpoint "$model" --quiet --json "$tmp/run"
 echo "OK"

@@ -39,6 +39,44 @@ small=(--model small-mlp --train-size 2000 --test-size 500 --batch-size 100 --se
 cmp -s "$tmp/full/model.safetensors" "$tmp/part/model.safetensors" \
   || fail "resumed weights differ from the uninterrupted run"
 
+# Run folders never mix runs: a folder holding a run is refused unless --resume (continue
+# exactly: same config, more epochs or none) or --force (delete its files, start over).
+one_line_error() {  # expected-substring, args... (must fail with exactly one line)
+  local want=$1; shift
+  local out; out=$("$train" "$@" 2>&1) && fail "accepted: $*"
+  grep -qF -- "$want" <<<"$out" || fail "message for '$*' lacks '$want': $out"
+  [ "$(grep -c . <<<"$out")" -eq 1 ] || fail "more than one line for '$*': $out"
+}
+rf=(--model small-mlp --train-size 500 --test-size 200 --batch-size 100 --seed 5 --quiet --out "$tmp/rf")
+"$train" "${rf[@]}" --epochs 2 || fail "run-folder run failed"
+cp "$tmp/rf/model.safetensors" "$tmp/rf-model"
+one_line_error "already holds a run; --resume continues it, --force" "${rf[@]}" --epochs 2 --lr 0.1
+one_line_error "cannot be shortened" "${rf[@]}" --epochs 1 --resume
+one_line_error "another config (lr 0.05 -> 0.1)" "${rf[@]}" --epochs 3 --lr 0.1 --resume
+out=$("$train" "${rf[@]}" --epochs 2 --resume 2>&1) || fail "resume of a finished run failed: $out"
+grep -qF "already finished its 2 epochs" <<<"$out" || fail "finished run not reported: $out"
+cmp -s "$tmp/rf/model.safetensors" "$tmp/rf-model" || fail "resume of a finished run changed its model"
+"$train" "${rf[@]}" --epochs 2 --resume --force >/dev/null 2>&1 && fail "--resume --force accepted"
+one_line_error "does not exist" "${small[@]}" --epochs 1 --resume --out "$tmp/never-trained"
+[ ! -e "$tmp/never-trained" ] || fail "--resume of nothing created the folder"
+# A diverging --force rerun: the old run's files are gone, none of them sits beside the new config.
+one_line_error "diverged" "${rf[@]}" --epochs 1 --force --lr 1e30
+[ ! -e "$tmp/rf/model.safetensors" ] && [ ! -e "$tmp/rf/checkpoint.safetensors" ] \
+  || fail "a failed --force run left the old model or checkpoint"
+grep -q '"lr": 1e+30' "$tmp/rf/config.json" || fail "config.json is not the failed run's"
+"$train" "${rf[@]}" --epochs 1 --force || fail "--force over a failed run failed"
+[ "$(wc -l < "$tmp/rf/metrics.jsonl")" -eq 1 ] || fail "metrics.jsonl mixes runs"
+
+# A non-finite evaluation is a divergence, not a metrics line with nulls.
+out=$("$train" --model lenet --lr 10 --train-size 500 --test-size 500 --epochs 1 --seed 0 \
+  --quiet --out "$tmp/lenet" 2>&1) && fail "lenet --lr 10 exited 0: $(cat "$tmp/lenet/metrics.jsonl")"
+grep -q "diverged" <<<"$out" || fail "lenet --lr 10: $out"
+! grep -qs null "$tmp/lenet/metrics.jsonl" || fail "metrics.jsonl has nulls"
+
+# An output folder that cannot be written fails at once, before the data is loaded.
+echo x > "$tmp/plain"
+one_line_error "is not a folder" "${small[@]}" --epochs 1 --out "$tmp/plain/run"
+
 # Bad input: one clear line, non-zero exit, nothing written.
 expect_error() {  # expected-substring, args...
   local want=$1; shift

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 using namespace minsharp;
 namespace fs = std::filesystem;
@@ -81,4 +82,43 @@ BOOST_AUTO_TEST_CASE(truncated_and_corrupted_checkpoints_are_rejected) {
     const fs::path bad = temp_dir() / "corrupt.safetensors";
     std::ofstream(bad, std::ios::binary).write(corrupt.data(), long(corrupt.size()));
     BOOST_CHECK_THROW(load_model<float>(bad), IoError);
+}
+
+BOOST_AUTO_TEST_CASE(non_finite_weights_are_refused_with_tensor_and_index) {
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        auto model = make_model<float>("small-mlp", 7);
+        model.parameters()[2]->value.data()[7] = bad;  // layer1.weight, flat index 7
+        const fs::path file = temp_dir() / "nan.safetensors";
+        save_model(model, file);
+        BOOST_CHECK_EXCEPTION(load_model<double>(file), IoError, [](const IoError& e) {
+            return message_has(e, "tensor 'layer1.weight'") && message_has(e, "non-finite") &&
+                   message_has(e, "flat index 7");
+        });
+    }
+}
+
+BOOST_AUTO_TEST_CASE(metadata_counts_are_strict_non_negative_integers) {
+    Safetensors file;
+    file.metadata = {{"n", "12"}, {"neg", "-5"}, {"word", "abc"}, {"mixed", "3x"}, {"empty", ""}};
+    BOOST_TEST(metadata_count(file, "n", "f.safetensors") == 12u);
+    for (const char* key : {"neg", "word", "mixed", "empty"})
+        BOOST_CHECK_EXCEPTION(metadata_count(file, key, "f.safetensors"), IoError,
+                              [&](const IoError& e) { return message_has(e, "not a non-negative integer") && message_has(e, key); });
+    BOOST_CHECK_EXCEPTION(required_metadata(file, "minsharp.config", "f.safetensors"), IoError, [](const IoError& e) {
+        return message_has(e, "checkpoint f.safetensors has no minsharp.config (not written by minsharp train?)");
+    });
+}
+
+BOOST_AUTO_TEST_CASE(writable_outputs_are_checked_before_the_work) {
+    const fs::path dir = temp_dir();
+    write_file_atomic(dir / "plain", "x");
+    BOOST_CHECK_NO_THROW(require_writable_folder(dir / "new" / "deeper"));
+    BOOST_TEST(!fs::exists(dir / "new"));  // probing creates nothing that stays
+    BOOST_CHECK_NO_THROW(require_writable_file(dir / "out.json"));
+    BOOST_CHECK_EXCEPTION(require_writable_file(dir / "plain" / "out.json"), IoError,
+                          [](const IoError& e) { return message_has(e, "is not a folder"); });
+    BOOST_CHECK_EXCEPTION(require_writable_file(dir), IoError,
+                          [](const IoError& e) { return message_has(e, "it is a folder"); });
+    for (const auto& entry : fs::directory_iterator(dir))
+        BOOST_TEST(entry.path().filename().string().find("probe") == std::string::npos);
 }

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -258,4 +259,25 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_errors) {
     Batch<double> wrong = data;
     wrong.y.pop_back();
     BOOST_CHECK_THROW(measure_sharpness(model, wrong, {Measure::Trace}), ShapeError);
+}
+
+BOOST_AUTO_TEST_CASE(a_non_finite_measure_is_an_error_naming_it) {
+    const Batch<double> data = synthetic_batch(8, 3);
+    const auto refused = [&](Sequential<double>& model, const std::string& measures,
+                             const std::string& name) {
+        BOOST_CHECK_EXCEPTION(measure_sharpness(model, data, parse_measures(measures)), Error,
+                              [&](const Error& e) {
+                                  return std::string(e.what()).find("measure '" + name + "' is not finite") !=
+                                         std::string::npos;
+                              });
+    };
+    Sequential<double> nan_weight = make_model<double>("small-mlp", 2);
+    nan_weight.parameter("layer1.weight").value.data()[3] = std::numeric_limits<double>::quiet_NaN();
+    refused(nan_weight, "trace,ms,ms-node,normalized", "trace");
+    refused(nan_weight, "hutchinson", "hutchinson");
+    // Finite weights but a non-finite input (ReLU would map a NaN pre-activation to 0, so
+    // the NaN is put where no ReLU follows: the last layer's bias).
+    Sequential<double> nan_bias = make_model<double>("small-mlp", 2);
+    nan_bias.parameter("layer2.bias").value.data()[0] = std::numeric_limits<double>::quiet_NaN();
+    refused(nan_bias, "ms", "trace");
 }

@@ -6,7 +6,10 @@
 #include "minsharp/checkpoint.hpp"
 #include "minsharp/train.hpp"
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
+#include <sstream>
 
 using namespace minsharp;
 namespace fs = std::filesystem;
@@ -122,4 +125,206 @@ BOOST_AUTO_TEST_CASE(config_json_round_trips) {
     c.label_noise = 0.3;
     c.subset = "random";
     BOOST_TEST(TrainConfig::from_json(c.to_json()).to_json() == c.to_json());
+}
+
+// ---- run folders never mix runs ---------------------------------------------------------
+
+namespace {
+
+bool message_has(const std::exception& e, const std::string& word) {
+    return std::string(e.what()).find(word) != std::string::npos;
+}
+
+RunOptions resume_options() {
+    RunOptions o = silent;
+    o.resume = true;
+    return o;
+}
+
+RunOptions force_options() {
+    RunOptions o = silent;
+    o.force = true;
+    return o;
+}
+
+std::size_t line_count(const fs::path& file) {
+    std::istringstream in(read_file(file));
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += !line.empty();
+    return n;
+}
+
+// Rewrites the checkpoint with one metadata entry changed (or removed when value is empty).
+void edit_checkpoint_metadata(const fs::path& file, const std::string& key, const std::string& value) {
+    Safetensors state = read_safetensors(file);
+    if (value.empty())
+        state.metadata.erase(key);
+    else
+        state.metadata[key] = value;
+    write_safetensors(file, state);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(non_finite_evaluation_is_a_divergence_not_a_metrics_line) {
+    auto data = synthetic_data();
+    data.test.images(0, 0, 0, 0) = std::numeric_limits<float>::quiet_NaN();
+    const fs::path dir = fresh_dir("nan-eval");
+    auto c = small_config();
+    c.model = "flatten,dense:10";  // no ReLU, which would turn a NaN pre-activation into 0
+    c.epochs = 1;
+    BOOST_CHECK_EXCEPTION(train_run(c, dir, silent, &data), DivergenceError, [](const DivergenceError& e) {
+        return message_has(e, "epoch 1") && message_has(e, "test loss");
+    });
+    BOOST_TEST(!fs::exists(dir / "metrics.jsonl"));
+    BOOST_TEST(!fs::exists(dir / "model.safetensors"));
+}
+
+BOOST_AUTO_TEST_CASE(a_folder_holding_a_run_is_refused_without_resume_or_force) {
+    const auto data = synthetic_data();
+    const fs::path dir = fresh_dir("refuse-rerun");
+    auto c = small_config();
+    c.epochs = 2;
+    train_run(c, dir, silent, &data);
+    BOOST_CHECK_EXCEPTION(train_run(c, dir, silent, &data), Error, [](const Error& e) {
+        return message_has(e, "already holds a run") && message_has(e, "--force") &&
+               message_has(e, "--resume");
+    });
+    RunOptions both = force_options();
+    both.resume = true;
+    BOOST_CHECK_EXCEPTION(train_run(c, dir, both, &data), Error,
+                          [](const Error& e) { return message_has(e, "exclude each other"); });
+}
+
+BOOST_AUTO_TEST_CASE(force_clears_the_old_run_so_a_failed_rerun_leaves_no_old_model) {
+    const auto data = synthetic_data();
+    const fs::path dir = fresh_dir("force");
+    auto c = small_config();
+    c.epochs = 2;
+    train_run(c, dir, silent, &data);
+    auto diverging = c;
+    diverging.model = "flatten,dense:10";
+    diverging.sgd = {1e38, 0.9, 0, 0};
+    BOOST_CHECK_THROW(train_run(diverging, dir, force_options(), &data), DivergenceError);
+    BOOST_TEST(!fs::exists(dir / "model.safetensors"));
+    BOOST_TEST(!fs::exists(dir / "checkpoint.safetensors"));
+    BOOST_TEST(TrainConfig::from_json(nlohmann::json::parse(read_file(dir / "config.json"))).model ==
+               diverging.model);
+    // --force again with a good config: a complete run of it alone.
+    const auto again = train_run(c, dir, force_options(), &data);
+    BOOST_TEST(line_count(dir / "metrics.jsonl") == 2u);
+    BOOST_TEST(same_weights(load_model<float>(dir / "model.safetensors"), again.model));
+}
+
+BOOST_AUTO_TEST_CASE(resume_needs_a_checkpoint) {
+    const auto data = synthetic_data();
+    const fs::path empty = fresh_dir("resume-nothing");
+    RunOptions strict = resume_options();
+    strict.require_checkpoint = true;
+    BOOST_CHECK_EXCEPTION(train_run(small_config(), empty, strict, &data), Error,
+                          [](const Error& e) { return message_has(e, "checkpoint.safetensors"); });
+    BOOST_TEST(!fs::exists(empty / "config.json"));
+    // A run that stopped before its first checkpoint: refused when a checkpoint is required;
+    // otherwise (the experiment runner) it starts over, without the old lines.
+    const fs::path dir = fresh_dir("resume-no-checkpoint");
+    auto c = small_config();
+    c.epochs = 2;
+    train_run(c, dir, silent, &data);
+    fs::remove(dir / "checkpoint.safetensors");
+    fs::remove(dir / "model.safetensors");
+    BOOST_CHECK_EXCEPTION(train_run(c, dir, strict, &data), Error,
+                          [](const Error& e) { return message_has(e, "cannot resume"); });
+    c.epochs = 1;
+    train_run(c, dir, resume_options(), &data);
+    BOOST_TEST(line_count(dir / "metrics.jsonl") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(resume_with_fewer_epochs_is_refused_and_equal_epochs_is_finished) {
+    const auto data = synthetic_data();
+    const fs::path dir = fresh_dir("resume-epochs");
+    auto c = small_config();
+    c.epochs = 3;
+    const auto full = train_run(c, dir, silent, &data);
+    const std::string config_before = read_file(dir / "config.json");
+    const std::string model_before = read_file(dir / "model.safetensors");
+    auto shorter = c;
+    shorter.epochs = 2;
+    BOOST_CHECK_EXCEPTION(train_run(shorter, dir, resume_options(), &data), Error, [](const Error& e) {
+        return message_has(e, "epoch 3") && message_has(e, "--epochs 2");
+    });
+    const auto same = train_run(c, dir, resume_options(), &data);
+    BOOST_TEST(same.already_finished);
+    BOOST_TEST(same.history.size() == 3u);
+    BOOST_TEST(same_weights(same.model, full.model));
+    BOOST_TEST(read_file(dir / "config.json") == config_before);
+    BOOST_TEST(read_file(dir / "model.safetensors") == model_before);
+}
+
+BOOST_AUTO_TEST_CASE(resume_with_more_epochs_trains_further_like_one_longer_run) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 4;
+    const auto longer = train_run(c, fresh_dir("longer"), silent, &data);
+    const fs::path dir = fresh_dir("extended");
+    auto first = c;
+    first.epochs = 2;
+    train_run(first, dir, silent, &data);
+    const auto extended = train_run(c, dir, resume_options(), &data);
+    BOOST_TEST(!extended.already_finished);
+    BOOST_TEST(same_weights(extended.model, longer.model));
+    BOOST_TEST(line_count(dir / "metrics.jsonl") == 4u);
+    const auto saved = nlohmann::json::parse(read_safetensors(dir / "model.safetensors").metadata.at("minsharp.config"));
+    BOOST_TEST(saved.at("epochs").get<int>() == 4);
+}
+
+BOOST_AUTO_TEST_CASE(failed_resume_drops_lines_after_the_checkpoint_and_the_older_model) {
+    auto data = synthetic_data();
+    const fs::path dir = fresh_dir("failed-resume");
+    auto c = small_config();
+    c.model = "flatten,dense:10";  // no ReLU: the Inf input below reaches the loss
+    c.epochs = 2;
+    train_run(c, dir, silent, &data);
+    // A line of an attempt that got past the checkpoint and then failed.
+    write_file_atomic(dir / "metrics.jsonl",
+                      read_file(dir / "metrics.jsonl") +
+                          R"({"epoch":3,"steps":48,"lr":0.05,"batch_loss":0.1,"seconds":1,"train_loss":null})" "\n");
+    c.epochs = 5;
+    data.train.images(0, 0, 0, 0) = std::numeric_limits<float>::infinity();  // diverges at once
+    BOOST_CHECK_THROW(train_run(c, dir, resume_options(), &data), DivergenceError);
+    BOOST_TEST(line_count(dir / "metrics.jsonl") == 2u);
+    BOOST_TEST(!fs::exists(dir / "model.safetensors"));  // a 2-epoch model beside a 5-epoch config
+    BOOST_TEST(fs::exists(dir / "checkpoint.safetensors"));
+}
+
+BOOST_AUTO_TEST_CASE(checkpoint_metadata_is_parsed_strictly) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 1;
+    const auto expect_refusal = [&](const std::string& key, const std::string& value,
+                                    const std::string& words) {
+        const fs::path dir = fresh_dir("metadata");
+        train_run(c, dir, silent, &data);
+        edit_checkpoint_metadata(dir / "checkpoint.safetensors", key, value);
+        auto more = c;
+        more.epochs = 3;
+        BOOST_CHECK_EXCEPTION(train_run(more, dir, resume_options(), &data), Error,
+                              [&](const Error& e) { return message_has(e, words); });
+    };
+    expect_refusal("minsharp.config", "", "has no minsharp.config (not written by minsharp train?)");
+    expect_refusal("minsharp.epoch", "", "has no minsharp.epoch");
+    expect_refusal("minsharp.epoch", "abc", "minsharp.epoch 'abc' is not a non-negative integer");
+    expect_refusal("minsharp.epoch", "-5", "minsharp.epoch '-5' is not a non-negative integer");
+    expect_refusal("minsharp.steps", "7", "minsharp.steps 7");
+    expect_refusal("minsharp.config", "{\"model\":1}", "minsharp.config is not a training config");
+}
+
+BOOST_AUTO_TEST_CASE(an_unwritable_output_folder_fails_before_training) {
+    const auto data = synthetic_data();
+    const fs::path base = fresh_dir("unwritable");
+    fs::create_directories(base);
+    write_file_atomic(base / "file", "not a folder");
+    BOOST_CHECK_EXCEPTION(train_run(small_config(), base / "file" / "run", silent, &data), IoError,
+                          [](const IoError& e) { return message_has(e, "is not a folder"); });
+    BOOST_CHECK_EXCEPTION(train_run(small_config(), base / "file", silent, &data), Error,
+                          [](const Error& e) { return message_has(e, "not a folder"); });
 }

@@ -6,6 +6,7 @@
 #include "minsharp/io.hpp"
 #include "minsharp/nn.hpp"
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -28,7 +29,8 @@ void save_model(const Sequential<T>& model, const std::filesystem::path& file,
                 const std::map<std::string, std::string>& metadata = {});
 
 /// Copies parameters by name into the model, checking that every parameter is present
-/// with the right shape and a float dtype; tensors whose names start with one of
+/// with the right shape, a float dtype and only finite values (a NaN or Inf is refused with
+/// the tensor's name and flat index: measures of such a model would be garbage); tensors whose names start with one of
 /// `ignored_prefixes` are skipped, any other unknown tensor is an error.
 template <class T>
 void load_parameters(Sequential<T>& model, const Safetensors& file, const std::string& where,
@@ -39,5 +41,24 @@ void load_parameters(Sequential<T>& model, const Safetensors& file, const std::s
 template <class T>
 Sequential<T> load_model(const std::filesystem::path& file,
                          const std::optional<std::string>& arch = std::nullopt);
+
+/// The metadata value `key` of `file` (read from `where`); throws IoError
+/// "checkpoint F has no KEY (not written by minsharp train?)" when it is missing.
+const std::string& required_metadata(const Safetensors& file, const std::string& key,
+                                     const std::string& where);
+
+/// The metadata value `key` as a non-negative integer (decimal digits only); throws IoError
+/// naming the file, the key and the text otherwise.
+std::uint64_t metadata_count(const Safetensors& file, const std::string& key,
+                             const std::string& where);
+
+/// Throws IoError unless files can be created in folder `dir` (or, when it does not exist yet,
+/// in its nearest existing ancestor, where it would be created). Creates and removes a probe
+/// file, so that an unwritable output fails before hours of work rather than after them.
+void require_writable_folder(const std::filesystem::path& dir);
+
+/// For an output file: refuses an existing folder at `file` and checks that its folder is
+/// writable (require_writable_folder).
+void require_writable_file(const std::filesystem::path& file);
 
 }  // namespace minsharp

@@ -15,7 +15,7 @@
 
 namespace minsharp {
 
-/// Training diverged (NaN/Inf loss); the message names the epoch and step.
+/// Training diverged (NaN/Inf loss, evaluation or weights); the message names the epoch.
 class DivergenceError : public Error {
 public:
     using Error::Error;
@@ -95,19 +95,47 @@ private:
 };
 
 struct RunOptions {
-    bool resume = false;   ///< continue from DIR/checkpoint.safetensors when present
+    /// Continue the run in DIR from its checkpoint: its stored config must equal this one
+    /// apart from epochs (which may grow: the run trains further), threads, eval_every and
+    /// checkpoint_every. Without a checkpoint there is nothing to continue: the run starts
+    /// over (its files, if any, are deleted), unless require_checkpoint.
+    bool resume = false;
     bool progress = true;  ///< progress bar on stderr (only drawn on a terminal)
     bool log = true;       ///< one line per epoch on stdout
+    bool force = false;    ///< start over: delete the run files in DIR first
+    /// With resume: a folder without checkpoint is an error (apps/train --resume, where it
+    /// means a wrong folder; the experiment runner resumes or starts over).
+    bool require_checkpoint = false;
 };
 
 struct RunResult {
     Sequential<float> model;
     std::vector<EpochMetrics> history;
+    /// Resumed a run that had already trained all its epochs: nothing trained or written.
+    bool already_finished = false;
+};
+
+/// The files of a run folder. DIR holds a run when any of them exists.
+struct RunFiles {
+    std::filesystem::path dir;
+    std::filesystem::path config() const { return dir / "config.json"; }
+    std::filesystem::path metrics() const { return dir / "metrics.jsonl"; }
+    std::filesystem::path checkpoint() const { return dir / "checkpoint.safetensors"; }
+    std::filesystem::path model() const { return dir / "model.safetensors"; }
+    std::vector<std::filesystem::path> all() const { return {config(), metrics(), checkpoint(), model()}; }
+    bool holds_run() const;
 };
 
 /// Trains per config into `dir`: config.json, metrics.jsonl (one JSON object per epoch),
-/// checkpoint.safetensors (resumable state), model.safetensors (final weights). Every file
-/// is written atomically. `data` may be given to skip loading.
+/// checkpoint.safetensors (resumable state), model.safetensors (final weights, written
+/// last: its presence marks a finished run). Every file is written atomically, and the
+/// files in DIR always belong to one run:
+///  - a folder that holds a run is refused unless options.resume or options.force;
+///  - force deletes the run files before anything is written;
+///  - resume checks the checkpoint's config and epoch first, then cuts metrics.jsonl back
+///    to the checkpoint's epoch and removes model.safetensors when it trains further.
+/// The output folder is checked writable before the data is loaded. `data` may be given to
+/// skip loading. Throws DivergenceError for a non-finite loss, evaluation or weight.
 RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
                     const RunOptions& options, const PreparedData* data = nullptr);
 

@@ -1,5 +1,6 @@
 #include "minsharp/sharpness/measures.hpp"
 
+#include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/progress.hpp"
 #include "minsharp/sharpness/curvature.hpp"
@@ -47,6 +48,14 @@ std::string joined_names() {
     std::string s;
     for (const auto& n : measure_names()) s += (s.empty() ? "" : ", ") + n;
     return s;
+}
+
+// A NaN or Inf here (weights or inputs not finite, or a Hessian diagonal that overflowed)
+// would otherwise be printed and written like any other number.
+void require_finite(double value, std::string_view measure, const std::string& what) {
+    if (!std::isfinite(value))
+        throw Error("measure '" + std::string(measure) + "' is not finite: " + what + " is " +
+                    format_double(value) + " (are the weights and inputs finite?)");
 }
 
 // The diag-H pass runs over blocks of whole chunks, so that a long pass can show progress;
@@ -131,8 +140,11 @@ void add_normalized(SharpnessReport& report, Sequential<double>& model,
         const auto [h, w2] =
             normalized_inputs(diags[l], model.parameter(diags[l].name + ".weight"), conv);
         report.layers[l].normalized = normalized_sharpness_layer(h, w2);
+        require_finite(report.layers[l].normalized->value, "normalized",
+                       "the normalized sharpness of " + diags[l].name);
         sum += report.layers[l].normalized->value;
     }
+    require_finite(sum, "normalized", "the normalized sharpness");
     report.normalized = sum;
     report.seconds.normalized = seconds_since(start);
 }
@@ -152,18 +164,23 @@ void add_diag_measures(SharpnessReport& report, Sequential<double>& model, const
         row.parameters = diags[l].weight.size() + diags[l].bias.size();
         row.weight_trace = diags[l].weight_trace();
         row.bias_trace = diags[l].bias_trace();
+        require_finite(row.weight_trace, "trace", "Tr H of " + row.name + ".weight");
+        require_finite(row.bias_trace, "trace", "Tr H of " + row.name + ".bias");
         trace += row.weight_trace + row.bias_trace;
         report.layers.push_back(std::move(row));
     }
+    require_finite(trace, "trace", "Tr H");
     report.trace = trace;
     if (wants(report.measures, Measure::Ms)) {
         start = Clock::now();
         report.ms = layerwise_minimum_sharpness(diags);
+        require_finite(report.ms->value, "ms", "the layer-wise minimum sharpness");
         report.seconds.ms = seconds_since(start);
     }
     if (wants(report.measures, Measure::MsNode)) {
         start = Clock::now();
         report.ms_node = nodewise_minimum_sharpness(diags);
+        require_finite(report.ms_node->value, "ms-node", "the node-wise minimum sharpness");
         report.seconds.ms_node = seconds_since(start);
     }
     if (wants(report.measures, Measure::Normalized)) add_normalized(report, model, diags);
@@ -188,6 +205,8 @@ void add_hutchinson(SharpnessReport& report, Sequential<double>& model, const Ba
     }
     if (bar) bar->finish();
     const double variance = k > 1 ? m2 / double(k - 1) : 0.0;
+    require_finite(mean, "hutchinson", "the Hutchinson estimate");
+    require_finite(variance, "hutchinson", "the variance of the Hutchinson samples");
     report.hutchinson = HutchinsonResult{mean, std::sqrt(variance / double(k)), k};
     report.seconds.hutchinson = seconds_since(start);
 }

@@ -105,7 +105,8 @@ struct SharpnessReport {
 /// cross-entropy does not depend on them). Normalized sharpness sums
 /// normalized_sharpness_layer(H_W, W²) over the parametric layers, conv weights reduced over
 /// kernel positions; biases are not part of it. Throws Error for no inputs, no measures,
-/// or a network that is not piecewise linear.
+/// or a network that is not piecewise linear, and an Error naming the measure when one
+/// comes out NaN or Inf (checked as soon as it is computed, so it is never reported).
 SharpnessReport measure_sharpness(Sequential<double>& model, const Batch<double>& data,
                                   const std::vector<Measure>& measures,
                                   const MeasureOptions& options = {});
