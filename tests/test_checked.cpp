@@ -3,6 +3,7 @@
 
 #include "minsharp/checked.hpp"
 #include "minsharp/models.hpp"
+#include "minsharp/parallel.hpp"
 
 #include <limits>
 
@@ -81,4 +82,13 @@ BOOST_AUTO_TEST_CASE(conv_op_rejects_windows_whose_sizes_wrap) {
                  "conv2d height padding: 2 × 9223372036854775808 overflows");
     expect_error([&] { max_pool2d(tape, x, Window{2, 1, std::size_t(1) << 63}); },
                  "padding is not supported");
+}
+
+BOOST_AUTO_TEST_CASE(thread_count_is_capped) {
+    expect_error([] { set_threads(100000); }, "threads 100000: must be in [0, 256]");
+    expect_error([] { set_threads(-1); }, "threads -1");
+    set_threads(max_threads);
+    BOOST_TEST(worker_threads() == max_threads);
+    set_threads(1);
+    BOOST_TEST(worker_threads() == 1);
 }
