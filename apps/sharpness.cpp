@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     cli.add_option("--n", n,
                    "use the first N training inputs; default: the inputs the checkpoint was "
                    "trained on (from its metadata), else all")
-        ->check(app::whole_number(1));
+        ->check(app::whole_number(0));  // 0 gets its own message from choose_inputs
     cli.add_option("--measures", measures_text, "comma list of " + valid_measures)
         ->capture_default_str();
     cli.add_option("--hutchinson-samples", options.hutchinson_samples,
