@@ -24,7 +24,7 @@ inline constexpr std::size_t max_features = std::size_t(1) << 20;
 /// kernel − 1: a wider border only adds outputs that see nothing but zeros.
 inline constexpr std::size_t max_kernel = 64;
 inline constexpr std::size_t max_stride = 64;
-/// Weights of one layer (bias not counted): 600 times the paper's largest layer, and far
+/// Weights of one layer (bias not counted): 500 times the paper's largest layer, and far
 /// below BLAS's 32-bit matrix sides (a conv's C·k·k is at most this).
 inline constexpr std::size_t max_layer_parameters = std::size_t(1) << 28;
 /// Elements one example occupies in a forward pass: the input, every layer's output and the
