@@ -72,9 +72,9 @@ int main(int argc, char** argv) {
                    "(data/fetch_mnist.sh) or /usr/share/datasets/fashion-mnist");
     cli.add_option("--jobs", jobs,
                    "jobs at the same time, each a child process (default: one per core)")
-        ->check(CLI::PositiveNumber);
+        ->check(app::thread_count(1));
     cli.add_option("--threads", threads, "BLAS threads per job (default: max(1, cores / jobs))")
-        ->check(CLI::PositiveNumber);
+        ->check(app::thread_count(1));
     cli.add_option("--out", out, "output folder (default: results/<profile>[-fashion-mnist])");
     cli.add_option("--plan", plan_file,
                    "write the grid as one self-contained command per line to FILE (for GNU "

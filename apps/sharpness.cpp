@@ -152,20 +152,23 @@ int main(int argc, char** argv) {
     cli.add_option("--data-dir", data_dir, "folder with the IDX files (default as in apps/train)");
     cli.add_option("--n", n,
                    "use the first N training inputs; default: the inputs the checkpoint was "
-                   "trained on (from its metadata), else all");
+                   "trained on (from its metadata), else all")
+        ->check(app::whole_number(0));  // 0 gets its own message from choose_inputs
     cli.add_option("--measures", measures_text, "comma list of " + valid_measures)
         ->capture_default_str();
     cli.add_option("--hutchinson-samples", options.hutchinson_samples,
                    "Rademacher probes of the Hutchinson estimate")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--chunk", options.chunk, "inputs per forward pass (bounds memory)")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--threads", options.threads, "worker threads (0: all cores)")
-        ->check(CLI::NonNegativeNumber)
+        ->check(app::thread_count())
         ->capture_default_str();
-    cli.add_option("--seed", options.seed, "seed of the Hutchinson probes and of --rescale")->capture_default_str();
+    cli.add_option("--seed", options.seed, "seed of the Hutchinson probes and of --rescale")
+        ->check(app::whole_number(0))
+        ->capture_default_str();
     cli.add_option("--precision", precision_text,
                    "precision of the diag-H pass (the solvers always run in double)")
         ->check(CLI::IsMember({"double", "float"}))

@@ -37,21 +37,23 @@ int main(int argc, char** argv) {
                    "tree for mnist (filled by data/fetch_mnist.sh), "
                    "/usr/share/datasets/fashion-mnist for fashion-mnist, or $MINSHARP_DATA_DIR");
     cli.add_option("--train-size", c.train_size, "use N training images (0: all 60,000)")
+        ->check(app::whole_number(0))
         ->capture_default_str();
     cli.add_option("--subset", c.subset, "which N: 'first' N or a seeded 'random' N")
         ->check(CLI::IsMember({"first", "random"}))
         ->capture_default_str();
     cli.add_option("--test-size", c.test_size, "use the first N test images (0: all 10,000)")
+        ->check(app::whole_number(0))
         ->capture_default_str();
     cli.add_option("--label-noise", c.label_noise,
                    "fraction r in [0,1] of training labels permuted among themselves (seeded)")
         ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
     cli.add_option("--epochs", c.epochs, "passes over the training set")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--batch-size", c.batch_size, "examples per SGD step")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--lr", c.sgd.lr, "initial learning rate (> 0)")
         ->check(CLI::PositiveNumber)
@@ -67,16 +69,17 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     cli.add_option("--seed", c.seed, "seed of every random choice (init, subset, noise, order)")
+        ->check(app::whole_number(0))
         ->capture_default_str();
     cli.add_option("--threads", c.threads, "BLAS threads (0: all cores)")
-        ->check(CLI::NonNegativeNumber)
+        ->check(app::thread_count())
         ->capture_default_str();
     cli.add_option("--eval-every", c.eval_every, "evaluate train/test accuracy every k epochs")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--checkpoint-every", c.checkpoint_every,
                    "save the resumable state every k epochs")
-        ->check(CLI::PositiveNumber)
+        ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--out", out, "output folder")->capture_default_str();
     auto* resume_flag =

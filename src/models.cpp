@@ -1,6 +1,8 @@
 #include "minsharp/models.hpp"
 
-#include <charconv>
+#include "minsharp/checked.hpp"
+
+#include <algorithm>
 #include <map>
 
 namespace minsharp {
@@ -37,33 +39,51 @@ public:
         : Error("model spec: token '" + token + "': " + problem) {}
 };
 
-std::size_t positive_number(std::string_view text, const std::string& token) {
-    std::size_t value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value == 0)
-        throw SpecError(token, "'" + std::string(text) + "' is not a positive whole number");
-    return value;
+// A spec number: plain digits within the layer limits (see models.hpp), or a SpecError
+// naming the token, the field and the value.
+std::size_t spec_number(std::string_view text, const std::string& token, const char* field,
+                        std::size_t min, std::size_t max) {
+    try {
+        return parse_whole_number(text, field, min, max);
+    } catch (const Error& e) {
+        throw SpecError(token, e.what());
+    }
 }
 
-// Options after the fixed fields: strideS, padP, nobias.
+// Options after the fixed fields: strideS, padP (windowed layers only), nobias; each at
+// most once.
 struct LayerOptions {
     std::size_t stride = 1, padding = 0;
     bool bias = true;
 };
 
+// "stride" for stride2, "pad" for pad1, the field itself otherwise.
+std::string_view option_name(std::string_view field) {
+    for (std::string_view name : {"stride", "pad"})
+        if (field.starts_with(name)) return name;
+    return field;
+}
+
+// `kernel` is that of a windowed layer (it bounds the padding), 0 for a dense layer.
 LayerOptions parse_options(const std::vector<std::string>& fields, std::size_t first,
-                           const std::string& token, bool windowed) {
+                           const std::string& token, std::size_t kernel = 0) {
+    const bool windowed = kernel > 0;
     LayerOptions o;
+    std::vector<std::string_view> seen;
     for (std::size_t i = first; i < fields.size(); ++i) {
-        const std::string& f = fields[i];
+        const std::string_view f = fields[i];
+        const std::string_view name = option_name(f);
+        if (std::find(seen.begin(), seen.end(), name) != seen.end())
+            throw SpecError(token, "option '" + std::string(name) + "' given twice");
+        seen.push_back(name);
         if (f == "nobias")
             o.bias = false;
-        else if (windowed && f.rfind("stride", 0) == 0)
-            o.stride = positive_number(std::string_view(f).substr(6), token);
-        else if (windowed && f.rfind("pad", 0) == 0)
-            o.padding = f == "pad0" ? 0 : positive_number(std::string_view(f).substr(3), token);
+        else if (windowed && name == "stride")
+            o.stride = spec_number(f.substr(6), token, "stride", 1, limits::max_stride);
+        else if (windowed && name == "pad")
+            o.padding = spec_number(f.substr(3), token, "padding", 0, kernel - 1);
         else
-            throw SpecError(token, "unknown option '" + f + "'");
+            throw SpecError(token, "unknown option '" + std::string(f) + "'");
     }
     return o;
 }
@@ -81,20 +101,22 @@ std::unique_ptr<Layer<T>> parse_layer(const std::string& token, const ActShape& 
     if (kind == "flatten" && f.size() == 1) return std::make_unique<Flatten<T>>();
     if (kind == "dense") {
         require_fields(f, 2, token, "dense:OUT[:nobias]");
-        const auto o = parse_options(f, 2, token, false);
-        return std::make_unique<Dense<T>>(in.size(), positive_number(f[1], token), o.bias);
+        const std::size_t out = spec_number(f[1], token, "out features", 1, limits::max_features);
+        const auto o = parse_options(f, 2, token);
+        return std::make_unique<Dense<T>>(in.size(), out, o.bias);
     }
     if (kind == "conv") {
         require_fields(f, 3, token, "conv:OUT:K[:strideS][:padP][:nobias]");
-        const auto o = parse_options(f, 3, token, true);
-        return std::make_unique<Conv2d<T>>(in.c, positive_number(f[1], token),
-                                           positive_number(f[2], token), o.stride, o.padding,
-                                           o.bias);
+        const std::size_t out = spec_number(f[1], token, "out channels", 1, limits::max_features);
+        const std::size_t kernel = spec_number(f[2], token, "kernel", 1, limits::max_kernel);
+        const auto o = parse_options(f, 3, token, kernel);
+        return std::make_unique<Conv2d<T>>(in.c, out, kernel, o.stride, o.padding, o.bias);
     }
     if (kind == "maxpool") {
         if (f.size() != 3) throw SpecError(token, "expected maxpool:K:S");
-        return std::make_unique<MaxPool2d<T>>(positive_number(f[1], token),
-                                              positive_number(f[2], token));
+        return std::make_unique<MaxPool2d<T>>(
+            spec_number(f[1], token, "kernel", 1, limits::max_kernel),
+            spec_number(f[2], token, "stride", 1, limits::max_stride));
     }
     throw SpecError(token, "unknown layer (expected dense, conv, maxpool, relu or flatten)");
 }
@@ -118,8 +140,16 @@ std::string zoo_spec(std::string_view name) {
                 "; or give a spec such as 'flatten,dense:100,relu,dense:10')");
 }
 
+// Long specs are rejected before any parsing, so that a huge one costs nothing.
+void check_spec_size(std::string_view spec) {
+    check_at_most(spec.size(), max_spec_chars, "model spec: length in characters");
+    const auto tokens = std::size_t(std::count(spec.begin(), spec.end(), ',')) + 1;
+    check_at_most(tokens, limits::max_layers, "model spec: layer count");
+}
+
 template <class T>
 Sequential<T> build_model(std::string_view spec_or_name, ActShape input) {
+    check_spec_size(spec_or_name);
     const bool looks_like_spec = spec_or_name.find_first_of(",:") != std::string_view::npos ||
                                  spec_or_name == "flatten" || spec_or_name == "relu";
     const std::string spec =

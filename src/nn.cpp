@@ -24,6 +24,38 @@ void pytorch_default_init(Parameter<T>& weight, Parameter<T>& bias, std::size_t 
     if (!bias.shape.empty()) fill_uniform(bias, bound, rng);
 }
 
+// Checks a layer size against its limit before anything is allocated.
+void check_positive_at_most(std::size_t value, std::size_t limit, const std::string& what) {
+    if (value == 0) throw ShapeError(what + " must be positive");
+    check_at_most(value, limit, what);
+}
+
+Shape dense_weight_shape(std::size_t in, std::size_t out) {
+    check_positive_at_most(out, limits::max_features, "dense: out features");
+    if (in == 0) throw ShapeError("dense: in features must be positive");
+    check_at_most(checked_mul(out, in, "dense: weight count"), limits::max_layer_parameters,
+                  "dense: weight count (" + std::to_string(out) + " out × " +
+                      std::to_string(in) + " in)");
+    return {out, in};
+}
+
+void check_window(const Window& w, const std::string& layer) {
+    check_positive_at_most(w.kernel, limits::max_kernel, layer + ": kernel");
+    check_positive_at_most(w.stride, limits::max_stride, layer + ": stride");
+    check_at_most(w.padding, w.kernel - 1,
+                  layer + ": padding (with kernel " + std::to_string(w.kernel) + ")");
+}
+
+Shape conv_weight_shape(std::size_t in, std::size_t out, const Window& w) {
+    check_positive_at_most(out, limits::max_features, "conv: out channels");
+    check_positive_at_most(in, limits::max_features, "conv: in channels");
+    check_window(w, "conv");
+    const Shape shape{out, in, w.kernel, w.kernel};
+    check_at_most(checked_product(shape, "conv: weight shape"), limits::max_layer_parameters,
+                  "conv: weight count of " + shape_str(shape));
+    return shape;
+}
+
 std::string window_suffix(const Window& w) {
     std::string s;
     if (w.stride != 1) s += ":stride" + std::to_string(w.stride);
@@ -37,9 +69,8 @@ std::string window_suffix(const Window& w) {
 
 template <class T>
 Dense<T>::Dense(std::size_t in, std::size_t out, bool with_bias)
-    : weight("weight", {out, in}), bias(with_bias ? Parameter<T>("bias", {out}) : Parameter<T>()) {
-    if (in == 0 || out == 0) throw ShapeError("dense: in and out features must be positive");
-}
+    : weight("weight", dense_weight_shape(in, out)),
+      bias(with_bias ? Parameter<T>("bias", {out}) : Parameter<T>()) {}
 
 template <class T>
 std::string Dense<T>::spec() const {
@@ -83,11 +114,8 @@ template <class T>
 Conv2d<T>::Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel,
                   std::size_t stride, std::size_t padding, bool with_bias)
     : window{kernel, stride, padding},
-      weight("weight", {out_channels, in_channels, kernel, kernel}),
-      bias(with_bias ? Parameter<T>("bias", {out_channels}) : Parameter<T>()) {
-    if (in_channels == 0 || out_channels == 0 || kernel == 0 || stride == 0)
-        throw ShapeError("conv: channels, kernel and stride must be positive");
-}
+      weight("weight", conv_weight_shape(in_channels, out_channels, window)),
+      bias(with_bias ? Parameter<T>("bias", {out_channels}) : Parameter<T>()) {}
 
 template <class T>
 std::string Conv2d<T>::spec() const {
@@ -114,6 +142,14 @@ ActShape Conv2d<T>::output_shape(const ActShape& in) const {
             window.output_extent(in.w, "conv '" + weight.name + "' width")};
 }
 
+// The im2col matrix of one image: C·k·k rows, one column per output position.
+template <class T>
+std::size_t Conv2d<T>::scratch_elements(const ActShape& in) const {
+    const ActShape out = output_shape(in);
+    const std::array<std::size_t, 5> matrix{in.c, window.kernel, window.kernel, out.h, out.w};
+    return checked_product(matrix, "conv '" + weight.name + "' im2col matrix");
+}
+
 template <class T>
 std::vector<Parameter<T>*> Conv2d<T>::parameters() {
     if (has_bias()) return {&weight, &bias};
@@ -135,7 +171,7 @@ void Conv2d<T>::set_name(const std::string& prefix) {
 
 template <class T>
 MaxPool2d<T>::MaxPool2d(std::size_t kernel, std::size_t stride) : window{kernel, stride, 0} {
-    if (kernel == 0 || stride == 0) throw ShapeError("maxpool: kernel and stride must be positive");
+    check_window(window, "maxpool");
 }
 
 template <class T>
@@ -152,8 +188,21 @@ ActShape MaxPool2d<T>::output_shape(const ActShape& in) const {
 // ---- Sequential -----------------------------------------------------------------------
 
 template <class T>
+Sequential<T>::Sequential(ActShape input_shape) : input_shape_(input_shape) {
+    if (input_shape.c == 0 || input_shape.h == 0 || input_shape.w == 0)
+        throw ShapeError("model input shape " + input_shape.str() + ": extents must be positive");
+    const std::array<std::size_t, 3> extents{input_shape.c, input_shape.h, input_shape.w};
+    activation_elements_ = checked_product(extents, "model input shape");
+    check_at_most(activation_elements_, limits::max_example_elements,
+                  "model input shape " + input_shape.str() + ": elements per example");
+}
+
+template <class T>
 Sequential<T>::Sequential(const Sequential& other)
-    : input_shape_(other.input_shape_), output_shape_(other.output_shape_) {
+    : input_shape_(other.input_shape_),
+      output_shape_(other.output_shape_),
+      activation_elements_(other.activation_elements_),
+      largest_scratch_(other.largest_scratch_) {
     for (const auto& l : other.layers_) layers_.push_back(l->clone());
 }
 
@@ -165,8 +214,20 @@ Sequential<T>& Sequential<T>::operator=(const Sequential& other) {
 
 template <class T>
 Sequential<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
+    if (layers_.size() >= limits::max_layers)
+        throw Error("model: more than " + std::to_string(limits::max_layers) + " layers");
     const ActShape in = layers_.empty() ? input_shape_ : output_shape_;
-    output_shape_ = layer->output_shape(in);
+    const ActShape out = layer->output_shape(in);
+    const std::size_t activations =
+        checked_add(activation_elements_, out.size(), "model: activations per example");
+    const std::size_t scratch = std::max(largest_scratch_, layer->scratch_elements(in));
+    check_at_most(checked_add(activations, scratch, "model: elements per example"),
+                  limits::max_example_elements,
+                  "model: with layer " + std::to_string(layers_.size()) + " '" +
+                      layer->spec() + "', the elements of one example's activations");
+    output_shape_ = out;
+    activation_elements_ = activations;
+    largest_scratch_ = scratch;
     layers_.push_back(std::move(layer));
     rename();
     return *this;

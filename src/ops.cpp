@@ -1,5 +1,6 @@
 #include "minsharp/ops.hpp"
 
+#include "minsharp/checked.hpp"
 #include "minsharp/parallel.hpp"
 
 #include <algorithm>
@@ -92,12 +93,31 @@ struct ConvDims {
     std::size_t image_out() const { return o * plane(); }
 };
 
+// Window::output_extent adds 2·padding unchecked: a padding of 2^63 wraps to an extent
+// that computes as padding 0. Checked here first for windows that did not come through
+// a layer's limits.
+std::size_t checked_output_extent(const Window& win, std::size_t extent,
+                                  const std::string& what) {
+    checked_add(extent, checked_mul(2, win.padding, what + " padding"), what + " padded extent");
+    return win.output_extent(extent, what);
+}
+
+// The output and the im2col matrix of one image: their sizes, and the batch's output, must
+// not wrap (a conv output extent of 2^32 made plane() 0 and im2col write out of bounds).
+// With these checked, every offset the conv kernels compute is below one of them.
+void check_conv_sizes(const ConvDims& d) {
+    checked_product(std::array{d.n, d.o, d.ho, d.wo}, "conv2d output shape");
+    checked_product(std::array{d.c, d.k, d.k, d.ho, d.wo},
+                    "conv2d im2col matrix (C, k, k, Ho, Wo)");
+}
+
 template <class T>
 ConvDims conv_dims(const Node<T>& in, const Parameter<T>& weight, const Window& win) {
     const auto& s = in.value.shape();
     ConvDims d{s[0], s[1], s[2], s[3], weight.shape.at(0), win.kernel, 0, 0};
-    d.ho = win.output_extent(d.h, "conv2d height");
-    d.wo = win.output_extent(d.w, "conv2d width");
+    d.ho = checked_output_extent(win, d.h, "conv2d height");
+    d.wo = checked_output_extent(win, d.w, "conv2d width");
+    check_conv_sizes(d);
     return d;
 }
 
@@ -172,9 +192,11 @@ struct ConvScratch {
 template <class T>
 ConvScratch<T>& conv_scratch(const ConvDims& d, std::size_t images, bool with_dy) {
     thread_local ConvScratch<T> s;
-    const std::size_t columns = images * d.plane();
-    if (s.cols.size() < d.patch() * columns) s.cols.resize(d.patch() * columns);
-    if (with_dy && s.dy.size() < d.o * columns) s.dy.resize(d.o * columns);
+    const std::size_t columns = checked_mul(images, d.plane(), "conv2d scratch columns");
+    const std::size_t cols = checked_mul(d.patch(), columns, "conv2d im2col scratch");
+    if (s.cols.size() < cols) s.cols.resize(cols);
+    const std::size_t dy = with_dy ? checked_mul(d.o, columns, "conv2d gradient scratch") : 0;
+    if (s.dy.size() < dy) s.dy.resize(dy);
     return s;
 }
 
@@ -544,6 +566,7 @@ NodeId linear(Tape<T>& tape, NodeId x, Parameter<T>& weight,
     const std::size_t o = weight.shape.size() == 2 ? weight.shape[0] : 0;
     require_parameter_shape(weight, {o, f}, "linear");
     if (bias) require_parameter_shape(*bias, {o}, "linear");
+    checked_product(std::array{n, o}, "linear output shape");
     Node<T>& out = tape.push(OpKind::Linear, x, {n, o, 1, 1});
     out.weight = &weight;
     out.bias = bias;
@@ -591,8 +614,11 @@ NodeId max_pool2d(Tape<T>& tape, NodeId x, Window win) {
     const Node<T>& in = tape.node(x);
     const auto [n, c, h, w] = shape4(in.value);
     if (win.padding != 0) throw Error("max_pool2d: padding is not supported");
-    const std::size_t ho = win.output_extent(h, "max_pool2d height");
-    const std::size_t wo = win.output_extent(w, "max_pool2d width");
+    // argmax holds 32-bit indices into the whole input.
+    check_at_most(in.value.size(), std::size_t(1) << 32,
+                  "max_pool2d: input elements (argmax indices are 32-bit)");
+    const std::size_t ho = checked_output_extent(win, h, "max_pool2d height");
+    const std::size_t wo = checked_output_extent(win, w, "max_pool2d width");
     Node<T>& out = tape.push(OpKind::MaxPool2d, x, {n, c, ho, wo});
     out.window = win;
     out.argmax.resize(n * c * ho * wo);

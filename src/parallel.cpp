@@ -44,7 +44,9 @@ public:
 
     void resize(int threads) {
         stop_workers();
-        threads_ = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+        const int cores =
+            int(std::clamp(std::thread::hardware_concurrency(), 1u, unsigned(max_threads)));
+        threads_ = threads > 0 ? threads : cores;
         stopping_ = false;
         for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { work(); });
     }
@@ -140,6 +142,9 @@ private:
 int worker_threads() { return Pool::instance().threads(); }
 
 void set_threads(int threads) {
+    if (threads < 0 || threads > max_threads)
+        throw Error("threads " + std::to_string(threads) + ": must be in [0, " +
+                    std::to_string(max_threads) + "] (0: all cores)");
     Pool::instance().resize(threads);
     set_blas_threads(Pool::instance().threads());
 }

@@ -4,6 +4,8 @@
 #include "gradcheck.hpp"
 #include "minsharp/models.hpp"
 
+#include <chrono>
+
 using namespace minsharp;
 using minsharp::testing::gradient_error;
 using minsharp::testing::random_tensor;
@@ -99,4 +101,100 @@ BOOST_AUTO_TEST_CASE(float_and_double_models_agree) {
     const auto yf = f.predict(xf);
     const auto yd = d.predict(x);
     BOOST_TEST(xt::amax(xt::abs(xt::cast<double>(yf) - yd))() < 1e-4);
+}
+
+// ---- limits (docs/limits.md) ----------------------------------------------------------
+
+namespace {
+
+// The model build throws Error whose message contains every one of `needles`.
+void expect_spec_error(const std::string& spec, std::vector<std::string> needles,
+                       ActShape input = mnist_input) {
+    try {
+        build_model<float>(spec, input);
+        BOOST_ERROR("accepted: " << spec);
+    } catch (const Error& e) {
+        for (const auto& needle : needles)
+            BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos,
+                       spec << ": message '" << e.what() << "' lacks '" << needle << "'");
+    }
+}
+
+}  // namespace
+
+// A padding of 2^31 − 14 made the conv output extent 2^32 and the size products wrap to 0:
+// im2col then wrote out of bounds.
+BOOST_AUTO_TEST_CASE(huge_padding_is_rejected_not_wrapped) {
+    expect_spec_error("conv:1:1:pad2147483634", {"'conv:1:1:pad2147483634'", "padding", "[0, 0]"});
+    // 2^63: 2·padding wrapped to 0 and the model trained as pad 0, saving the huge pad.
+    expect_spec_error("conv:2:5:pad9223372036854775808",
+                      {"padding", "'9223372036854775808'", "[0, 4]"});
+    BOOST_CHECK_THROW(Conv2d<float>(1, 2, 5, 1, std::size_t(1) << 63), Error);
+}
+
+// 2^60 out features: the weight count wrapped to 0 and training overflowed the heap.
+BOOST_AUTO_TEST_CASE(huge_layers_are_rejected_before_allocation) {
+    expect_spec_error("flatten,dense:1152921504606846976:nobias",
+                      {"out features", "'1152921504606846976'", "[1, 1048576]"});
+    BOOST_CHECK_THROW(Dense<float>(784, std::size_t(1) << 60), Error);
+    // Within the feature bound, but 784 × 2^20 weights are above the layer limit.
+    expect_spec_error("flatten,dense:1048576", {"dense: weight count", "822083584", "268435456"});
+    expect_spec_error("conv:1048576:64", {"conv: weight count", "above the limit"},
+                      ActShape{1, 64, 64});
+}
+
+BOOST_AUTO_TEST_CASE(input_shape_overflow_names_the_shape) {
+    expect_spec_error("flatten,dense:10", {"model input shape (1, 4294967296, 4294967296)"},
+                      ActShape{1, std::size_t(1) << 32, std::size_t(1) << 32});
+    expect_spec_error("flatten,dense:10", {"model input shape (1, 16384, 16384)", "134217728"},
+                      ActShape{1, 16384, 16384});
+    expect_spec_error("flatten,dense:10", {"model input shape (0, 28, 28)", "positive"},
+                      ActShape{0, 28, 28});
+    BOOST_CHECK_THROW((ActShape{std::size_t(1) << 32, std::size_t(1) << 32, 1}.size()), Error);
+}
+
+// Input, outputs and the im2col matrix of one example: 64 output planes of 1024² fit, 128
+// do not (2^27 elements).
+BOOST_AUTO_TEST_CASE(activations_per_example_are_bounded) {
+    const ActShape big{1, 1024, 1024};
+    BOOST_TEST(build_model<float>("conv:64:3:pad1", big).example_elements() ==
+               (1u << 20) + (64u << 20) + (9u << 20));
+    expect_spec_error("conv:128:3:pad1", {"layer 0 'conv:128:3:pad1'", "134217728"}, big);
+}
+
+BOOST_AUTO_TEST_CASE(spec_numbers_are_plain_digits_within_bounds) {
+    for (const std::string bad : {"dense:+5", "dense: 5", "dense:5 ", "dense:1e3", "dense:010",
+                                  "dense:-1", "dense:0", "dense:0x10", "dense:",
+                                  "dense:18446744073709551616"})
+        expect_spec_error("flatten," + bad, {"'" + bad + "'", "out features", "whole number"});
+    expect_spec_error("conv:2:65", {"kernel", "[1, 64]"});
+    expect_spec_error("conv:2:5:stride0", {"stride", "[1, 64]"});
+    expect_spec_error("conv:2:5:stride65", {"stride", "[1, 64]"});
+    expect_spec_error("conv:2:5:pad5", {"padding", "[0, 4]"});
+    expect_spec_error("conv:2:5:pad-1", {"padding", "'-1'"});
+    expect_spec_error("maxpool:65:2", {"kernel", "[1, 64]"});
+    expect_spec_error("maxpool:2:0", {"stride", "[1, 64]"});
+    expect_spec_error("conv:2:5:pad1:pad2", {"'pad' given twice"});
+    expect_spec_error("flatten,dense:10:nobias:nobias", {"'nobias' given twice"});
+    expect_spec_error("flatten,dense:10:stride2", {"unknown option 'stride2'"});
+    // At the bounds, and the canonical forms, are accepted and round-trip.
+    const std::string edge = "conv:3:64:stride64:pad63,flatten,dense:1048576:nobias";
+    BOOST_TEST(build_model<float>(edge, ActShape{1, 64, 64}).spec() == edge);
+    BOOST_TEST(build_model<float>("conv:2:5:stride1:pad0").spec() == "conv:2:5");
+}
+
+// 100,000 relu tokens took 20 s to reject; the length and layer limits reject at once.
+BOOST_AUTO_TEST_CASE(long_specs_are_rejected_at_once) {
+    std::string relus = "relu";
+    for (int i = 1; i < 100000; ++i) relus += ",relu";
+    const auto start = std::chrono::steady_clock::now();
+    expect_spec_error(relus, {"model spec: length in characters is 499999", "4096"});
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    BOOST_TEST(took.count() < 1.0);
+    std::string layers = "relu";
+    for (std::size_t i = 1; i < limits::max_layers + 1; ++i) layers += ",relu";
+    expect_spec_error(layers, {"model spec: layer count is 257", "256"});
+    Sequential<float> model(mnist_input);
+    for (std::size_t i = 0; i < limits::max_layers; ++i) model.add(std::make_unique<ReLU<float>>());
+    BOOST_CHECK_THROW(model.add(std::make_unique<ReLU<float>>()), Error);
 }

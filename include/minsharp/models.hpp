@@ -5,6 +5,10 @@
 //   conv:OUT:K[:strideS][:padP][:nobias]  K×K convolution, OUT channels
 //   maxpool:K:S                        K×K max pooling with stride S
 //   relu | flatten
+// Numbers are plain decimal digits (no sign, spaces, exponent or leading zero) within the
+// bounds of nn.hpp's limits: OUT in [1, 2^20], K in [1, 64], S in [1, 64], P in [0, K − 1];
+// each option at most once. A spec has at most max_spec_chars characters and
+// limits::max_layers tokens (docs/limits.md).
 // Example (the paper's LeNet):
 //   conv:6:5:pad2,relu,maxpool:2:1,conv:16:5,relu,maxpool:2:2,conv:120:5,relu,flatten,
 //   dense:84,relu,dense:10
@@ -17,6 +21,10 @@
 #include <vector>
 
 namespace minsharp {
+
+/// Longest spec accepted: far above any real network (LeNet's is 98), and short enough that
+/// rejecting a runaway one is instant.
+inline constexpr std::size_t max_spec_chars = 4096;
 
 /// Input shape of MNIST-like data: one 28×28 channel.
 inline constexpr ActShape mnist_input{1, 28, 28};

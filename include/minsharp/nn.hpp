@@ -3,6 +3,7 @@
 // PyTorch state dicts.
 #pragma once
 
+#include "minsharp/checked.hpp"
 #include "minsharp/ops.hpp"
 #include "minsharp/random.hpp"
 
@@ -12,10 +13,35 @@
 
 namespace minsharp {
 
+/// Bounds on what a network may be (docs/limits.md). Within them no size product overflows,
+/// every matrix side fits BLAS's 32-bit integers and one example's activations fit in
+/// memory. The layer constructors, Sequential::add and the spec parser enforce them, each
+/// with an Error naming the value, before anything is allocated.
+namespace limits {
+/// Dense output features and conv input/output channels.
+inline constexpr std::size_t max_features = std::size_t(1) << 20;
+/// Side of a conv or max-pool window, and its stride. A conv's padding is at most
+/// kernel − 1: a wider border only adds outputs that see nothing but zeros.
+inline constexpr std::size_t max_kernel = 64;
+inline constexpr std::size_t max_stride = 64;
+/// Weights of one layer (bias not counted): 500 times the paper's largest layer, and far
+/// below BLAS's 32-bit matrix sides (a conv's C·k·k is at most this).
+inline constexpr std::size_t max_layer_parameters = std::size_t(1) << 28;
+/// Elements one example occupies in a forward pass: the input, every layer's output and the
+/// largest conv's im2col matrix (0.5 GiB in float, 1 GiB in double). Counted in elements,
+/// not bytes, so that a model valid in float stays valid when converted to double.
+inline constexpr std::size_t max_example_elements = std::size_t(1) << 27;
+/// Layers of a Sequential.
+inline constexpr std::size_t max_layers = 256;
+}  // namespace limits
+
 /// Per-example activation shape (C, H, W); dense activations are (F, 1, 1).
 struct ActShape {
     std::size_t c = 1, h = 1, w = 1;
-    std::size_t size() const { return c * h * w; }
+    /// C·H·W; throws Error when the product overflows.
+    std::size_t size() const {
+        return checked_product(std::array<std::size_t, 3>{c, h, w}, "activation shape");
+    }
     bool operator==(const ActShape&) const = default;
     std::string str() const;
 };
@@ -32,6 +58,9 @@ public:
     virtual NodeId forward(Tape<T>& tape, NodeId x) = 0;
     /// Shape out for a given shape in; throws ShapeError when the layer cannot take it.
     virtual ActShape output_shape(const ActShape& in) const = 0;
+    /// Elements of per-example working buffers beyond the output (a conv's im2col matrix),
+    /// counted against limits::max_example_elements.
+    virtual std::size_t scratch_elements(const ActShape&) const { return 0; }
     virtual std::vector<Parameter<T>*> parameters() { return {}; }
     /// PyTorch's default initialisation (Kaiming-uniform a=√5, bias U(±1/√fan_in)).
     virtual void reset_parameters(Rng&) {}
@@ -71,6 +100,7 @@ public:
     /// This layer and a ReLU after it as one node (conv2d with fused_relu).
     NodeId forward_with_relu(Tape<T>& tape, NodeId x);
     ActShape output_shape(const ActShape& in) const override;
+    std::size_t scratch_elements(const ActShape& in) const override;
     std::vector<Parameter<T>*> parameters() override;
     void reset_parameters(Rng& rng) override;
     std::unique_ptr<Layer<T>> clone() const override { return std::make_unique<Conv2d>(*this); }
@@ -122,13 +152,16 @@ template <class T>
 class Sequential {
 public:
     Sequential() = default;
-    explicit Sequential(ActShape input_shape) : input_shape_(input_shape) {}
+    /// Throws Error when an extent is zero or one example exceeds
+    /// limits::max_example_elements.
+    explicit Sequential(ActShape input_shape);
     Sequential(const Sequential& other);
     Sequential& operator=(const Sequential& other);
     Sequential(Sequential&&) noexcept = default;
     Sequential& operator=(Sequential&&) noexcept = default;
 
-    /// Appends a layer; throws ShapeError when it cannot take the current output shape.
+    /// Appends a layer; throws ShapeError when it cannot take the current output shape, and
+    /// Error beyond limits::max_layers or limits::max_example_elements.
     Sequential& add(std::unique_ptr<Layer<T>> layer);
 
     /// Records the forward pass of x (N, C, H, W) on the tape; returns the logits node.
@@ -158,6 +191,8 @@ public:
     ActShape shape_before(std::size_t i) const;
     /// The comma-separated architecture spec (see models.hpp).
     std::string spec() const;
+    /// Elements one example occupies in a forward pass (see limits::max_example_elements).
+    std::size_t example_elements() const { return activation_elements_ + largest_scratch_; }
 
 private:
     void rename();
@@ -165,6 +200,8 @@ private:
 
     ActShape input_shape_{};
     ActShape output_shape_{};
+    std::size_t activation_elements_ = 1;  // the input and every layer's output
+    std::size_t largest_scratch_ = 0;
     std::vector<std::unique_ptr<Layer<T>>> layers_;
 };
 

@@ -16,7 +16,13 @@ namespace minsharp {
 /// Threads used by parallel_parts (the --threads setting; default: all cores).
 int worker_threads();
 
-/// Sets the worker count and OpenBLAS's thread count together (0: all cores).
+/// Most worker threads set_threads accepts: far above the cores of any machine this runs
+/// on, and low enough that starting them cannot exhaust the process's thread limit (at
+/// 100,000 the system refused with "Resource temporarily unavailable").
+inline constexpr int max_threads = 256;
+
+/// Sets the worker count and OpenBLAS's thread count together (0: all cores). Throws Error
+/// naming the value unless 0 ≤ threads ≤ max_threads.
 void set_threads(int threads);
 
 /// Runs part(i) for i in [0, parts) on the workers and waits. BLAS runs single-threaded
