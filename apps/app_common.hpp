@@ -2,6 +2,7 @@
 // turning exceptions into one clear line.
 #pragma once
 
+#include "minsharp/blas_core.hpp"
 #include "minsharp/checked.hpp"
 #include "minsharp/parallel.hpp"
 
@@ -79,11 +80,13 @@ inline void print_error(const CLI::App& cli, std::string message) {
 
 }  // namespace detail
 
-/// Parses the command line and runs `body`. --help and --version exit 0; a command-line
+/// Re-executes with OpenBLAS kernels the CPU can run if OpenBLAS fell back to older ones
+/// (minsharp/blas_core.hpp), parses the command line and runs `body`. --help and --version exit 0; a command-line
 /// error (unknown option, bad or out-of-range value, missing option) prints
 /// "<app>: error: <message>" and exits 2; an exception from `body` prints the same line
 /// and exits 1.
 inline int run(CLI::App& cli, int argc, char** argv, const std::function<void()>& body) {
+    reexec_with_better_blas_core(argv);
     detail::require_plain_integers(cli);
     try {
         cli.parse(argc, argv);
