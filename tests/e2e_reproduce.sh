@@ -157,8 +157,12 @@ for option in experiment model ratio trial seed epochs lr factors threads; do
   "$app" run --help | grep -q -- "--$option " || fail "run --help lacks --$option"
 done
 
-# 6. One profile per folder: another profile's plan is refused (plan.json untouched), unless
-# --force starts over.
+# 6. One profile per folder: another subset of the same profile joins the plan; another
+# profile's plan is refused (plan.json untouched), unless --force starts over.
+"$app" --profile tiny --experiments e1 --out "$tmp/p" "${data[@]}" --plan "$tmp/p1.txt" > /dev/null 2>&1 \
+  || fail "a plan of another subset of the same profile was refused"
+grep -A4 '"experiments"' "$tmp/p/plan.json" | tr -d ' \n' | grep -q '\["e1","e3","e4"\]' \
+  || fail "the subset plan dropped the earlier experiments: $(grep -A4 '"experiments"' "$tmp/p/plan.json")"
 before=$(md5sum < "$tmp/p/plan.json")
 expect_error "holds a grid of profile tiny on mnist" --profile quick --out "$tmp/p" "${data[@]}" --plan "$tmp/q.txt"
 [ "$(md5sum < "$tmp/p/plan.json")" = "$before" ] || fail "a refused plan overwrote plan.json"

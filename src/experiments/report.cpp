@@ -527,6 +527,12 @@ std::string seed_spread_table(const std::vector<SeedSpread>& spread) {
     return s + "\n";
 }
 
+// " under each of B base seeds" for a grid repeated under several base seeds.
+std::string base_seeds_text(const nlohmann::json& grid) {
+    const int b = grid.value("base_seeds", 1);
+    return b > 1 ? " under each of " + std::to_string(b) + " base seeds" : "";
+}
+
 std::string profile_section(const nlohmann::json& plan) {
     std::string s = "## Profile and why\n\n";
     if (!plan.is_object() || !plan.contains("profile"))
@@ -562,7 +568,8 @@ std::string profile_section(const nlohmann::json& plan) {
              (t["test_size"].get<std::size_t>() == 0 ? std::string("all")
                                                     : std::to_string(t["test_size"].get<std::size_t>())) +
              " test images, ratios {" + ratios + "}, " + std::to_string(g["trials"].get<int>()) +
-             " trial(s), " + std::to_string(t["epochs"].get<int>()) + " epochs for every run, batch " +
+             " trial(s)" + base_seeds_text(g) + ", " + std::to_string(t["epochs"].get<int>()) +
+             " epochs for every run, batch " +
              std::to_string(t["batch_size"].get<std::size_t>()) + ", lr " +
              format_double(t["sgd"]["lr"].get<double>()) + " / (1 + " +
              format_double(t["sgd"]["lr_decay"].get<double>()) + "·step), momentum " +
@@ -809,8 +816,9 @@ std::string paper_section(const std::vector<E3Result>& rows, const std::vector<C
                            format_double(ref->lr) + "; ";
             if ((*g)["ratios"].size() != 11)
                 setting += std::to_string((*g)["ratios"].size()) + " ratios instead of 11; ";
-            if ((*g)["trials"].get<int>() != 10)
-                setting += std::to_string((*g)["trials"].get<int>()) + " trials instead of 10; ";
+            const int runs_per_ratio = (*g)["trials"].get<int>() * (*g).value("base_seeds", 1);
+            if (runs_per_ratio != 10)
+                setting += std::to_string(runs_per_ratio) + " runs per ratio instead of 10; ";
         }
         notes += "- **" + model + "**: ";
         notes += setting.empty() ? "same settings as the paper. "
