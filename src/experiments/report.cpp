@@ -758,7 +758,8 @@ std::string goal_verdict(const SeedSpread* spread, double tau, double goal) {
                                                    : "reached for " + std::to_string(reached) +
                                                          " of the ") +
                std::to_string(spread->per_seed.size()) + " base seeds (τ " +
-               joined_taus(spread->per_seed) + "; min " + fixed2(spread->min) + ")";
+               joined_taus(spread->per_seed) + "; mean " + fixed2(spread->mean) + ", min " +
+               fixed2(spread->min) + ")";
     }
     return std::string(tau >= goal ? "reached" : "not reached") + " with this grid (one base "
            "seed: a grid of a dozen runs moves by a swapped pair or two between seeds or CPUs)";
