@@ -199,7 +199,7 @@ Profile quick_profile() {
                  "every run, batch 128, lr 0.05 decayed per step, momentum 0.9, wd 1e-5; one "
                  "run per ratio under each of " + seeds + " base seeds rather than several per "
                  "ratio: two runs at one ratio have nearly the same gap, so which of them ranks "
-                 "higher is a coin flip that costs a 12-run grid about 0.05 of τ whatever the "
+                 "higher is a coin flip that costs a 12-run grid about 0.09 of τ whatever the "
                  "measure",
                  mlp_base_seeds};
     GridSpec lenet{train_spec("lenet", 1000, 80, 128, 0.02, 1, 8),
