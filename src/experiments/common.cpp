@@ -29,7 +29,6 @@
 #include <functional>
 #include <map>
 #include <numeric>
-#include <set>
 #include <sstream>
 #include <thread>
 
