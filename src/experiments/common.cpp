@@ -167,7 +167,7 @@ Profile tiny_profile() {
 
 Profile quick_profile() {
     // Each base seed adds six MLP runs, ~15 s each on one core.
-    const int mlp_base_seeds = 3;
+    const int mlp_base_seeds = 5;
     const std::string seeds = std::to_string(mlp_base_seeds);
     Profile p;
     p.name = "quick";
