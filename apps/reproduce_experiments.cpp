@@ -7,10 +7,12 @@
 #include "minsharp/io.hpp"
 #include "minsharp/progress.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 using namespace minsharp;
 using namespace minsharp::experiments;
@@ -24,11 +26,26 @@ int default_jobs(int cores) { return std::max(1, cores); }
 
 fs::path this_executable() { return fs::read_symlink("/proc/self/exe"); }
 
+// model → trials per base seed, from the plan's E3 grids.
+std::map<std::string, int> trials_per_seed(const nlohmann::json& plan) {
+    std::map<std::string, int> out;
+    if (plan.is_object() && plan.contains("profile"))
+        for (const auto& g : plan["profile"]["e3"]) out[g["train"]["model"]] = g["trials"];
+    return out;
+}
+
+void print_tau(const SeedSpread& s) {
+    std::printf("E3 %-6s Kendall tau(%s, gap) = %.3f over %zu runs", s.model.c_str(),
+                s.measure.c_str(), s.pooled, s.runs);
+    if (s.per_seed.size() > 1)
+        std::printf("; per base seed mean %.3f, min %.3f, max %.3f over %zu seeds", s.mean,
+                    s.min, s.max, s.per_seed.size());
+    std::printf("\n");
+}
+
 void print_summary(const Collected& collected, const ReportOutcome& outcome) {
-    for (const auto& c : e3_correlations(collected.e3))
-        if (c.measure == "ms" || c.measure == "train_loss")
-            std::printf("E3 %-6s Kendall tau(%s, gap) = %.3f over %zu runs\n", c.model.c_str(),
-                        c.measure.c_str(), c.kendall, c.runs);
+    for (const auto& s : e3_seed_spread(collected.e3, trials_per_seed(collected.plan), 0))
+        if (s.measure == "ms" || s.measure == "train_loss") print_tau(s);
     double worst = 0;
     for (const auto& r : collected.e1) worst = std::max(worst, r.relative_diff());
     if (!collected.e1.empty())
@@ -45,6 +62,40 @@ void build_report(const fs::path& dir, const ReportOptions& options) {
     print_summary(collected, outcome);
 }
 
+// Every job parameter as an option of the `run` subcommand, so that `run --help` lists them
+// and CLI11 rejects unknown or repeated ones; the values are then checked by
+// parse_job_arguments, which also requires every parameter the experiment needs.
+struct RunCommand {
+    CLI::App* command = nullptr;
+    std::map<std::string, std::string> values;
+};
+
+void add_run_options(RunCommand& run) {
+    for (const auto& option : job_options())
+        run.command->add_option("--" + option.key, run.values[option.key], option.help);
+}
+
+std::vector<std::string> given_job_arguments(const RunCommand& run) {
+    std::vector<std::string> args;
+    for (const auto& option : job_options())
+        if (run.command->count("--" + option.key) > 0) {
+            args.push_back("--" + option.key);
+            args.push_back(run.values.at(option.key));
+        }
+    return args;
+}
+
+// The experiments to record in plan.json: these and those of an earlier plan of the same
+// profile in the folder, so that a subset run after another keeps both in the report.
+std::vector<std::string> with_planned(std::vector<std::string> experiments,
+                                      const fs::path& out) {
+    for (const auto& e : planned_experiments(out))
+        if (std::find(experiments.begin(), experiments.end(), e) == experiments.end())
+            experiments.push_back(e);
+    std::sort(experiments.begin(), experiments.end());
+    return experiments;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,7 +108,9 @@ int main(int argc, char** argv) {
     std::string profile_name = "quick", experiments = "e1,e2,e3,e4", dataset = "mnist";
     std::string data_dir, out, plan_file, collect_dir;
     int jobs = 0, threads = 0;
-    bool no_figures = false;
+    bool no_figures = false, force = false;
+    // A repeated option (--ratio 0 --ratio 1) is an error, not "the last one wins".
+    cli.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::Throw);
     cli.add_option("--profile", profile_name,
                    "tiny (tests, seconds), quick (default, <= 20 min on 2 cores), standard "
                    "(<= 90 min on 2 cores), full (the paper's protocol; use --plan)")
@@ -83,16 +136,21 @@ int main(int argc, char** argv) {
                    "only build the CSVs, figures and report.md from the finished run folders "
                    "in DIR");
     cli.add_flag("--no-figures", no_figures, "skip gnuplot");
+    cli.add_flag("--force", force,
+                 "start over: delete the results of another profile or dataset in --out "
+                 "(without it, such a folder is refused rather than mixed)");
 
-    std::vector<std::string> job_args;
-    CLI::App* run = cli.add_subcommand(
-        "run", "run ONE job of a plan (what --plan lines call): run --experiment e3 "
-               "--model mlp ... (every parameter explicit)");
-    run->allow_extras()->prefix_command();
+    RunCommand run;
+    run.command = cli.add_subcommand(
+        "run", "run ONE job of a plan (what --plan lines call), every parameter explicit; "
+               "its output goes to <out>/<experiment>/runs/<name>/job.log and, prefixed with "
+               "the job's name, to stdout");
+    run.command->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::Throw);
+    add_run_options(run);
 
     return app::run(cli, argc, argv, [&] {
-        if (run->parsed()) {
-            run_job(parse_job_arguments(run->remaining()));
+        if (run.command->parsed()) {
+            run_job_with_log(parse_job_arguments(given_job_arguments(run)));
             return;
         }
         if (!collect_dir.empty()) {
@@ -114,7 +172,14 @@ int main(int argc, char** argv) {
         settings.threads = threads;
         const std::vector<Job> grid = plan_jobs(profile, settings);
         fs::create_directories(settings.out);
-        write_plan_json(profile, settings, grid);
+        const OutputLock lock(settings.out);
+        if (force)
+            clear_outputs(settings.out);
+        else
+            check_same_plan(profile, settings);
+        PlanSettings recorded = settings;
+        recorded.experiments = with_planned(settings.experiments, settings.out);
+        write_plan_json(profile, recorded, plan_jobs(profile, recorded));
         if (!plan_file.empty()) {
             write_file_atomic(plan_file, plan_text(grid, this_executable()));
             std::printf("wrote %zu jobs to %s\nrun them (e.g. parallel -j N < %s), then:\n  %s "
@@ -127,6 +192,7 @@ int main(int argc, char** argv) {
                      experiments.c_str(), settings.out.c_str());
         const auto start = std::chrono::steady_clock::now();
         const RunnerSummary summary = run_jobs(grid, {jobs, this_executable(), true});
+        if (summary.interrupted_by != 0) throw Error(interruption_message(summary));
         const double wall = seconds_since(start);
         std::fprintf(stderr, "%zu jobs: %zu finished now, %zu were already done, %zu failed (%s)\n",
                      summary.total, summary.finished, summary.skipped, summary.failed,

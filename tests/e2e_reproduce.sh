@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test of apps/reproduce_experiments on the tiny profile: the files it writes,
 # a rerun that skips finished runs, a killed-then-resumed grid that gives the same e3.csv,
-# --plan lines that run on their own, --collect, and clear errors. $1: the meson build dir.
+# no orphaned jobs after kill -9 of the runner, a clean stop on SIGINT, one run per output
+# folder, --plan lines that run on their own (with a job.log and named output lines),
+# --collect, one profile per folder, and clear errors. $1: the meson build dir.
 set -uo pipefail
 build=$1
 app=$build/apps/reproduce_experiments
@@ -65,13 +67,72 @@ sleep 0.2
 diff <(e3_values "$tmp/a/e3.csv") <(e3_values "$tmp/k/e3.csv") > /dev/null \
   || fail "killed-then-resumed e3.csv differs: $(diff <(e3_values "$tmp/a/e3.csv") <(e3_values "$tmp/k/e3.csv"))"
 
+# Waits (at most 20 s) until `condition` holds.
+wait_for() {
+  for _ in $(seq 1 400); do eval "$1" && return 0; sleep 0.05; done
+  return 1
+}
+alive() {  # pid: running (a zombie waiting for its reaper is not)
+  local state; state=$(ps -o stat= -p "$1" 2> /dev/null)
+  [ -n "$state" ] && [[ $state != Z* ]]
+}
+results_in() { ls "$1"/e*/runs/*/measures.json "$1"/e*/runs/*/result.json 2> /dev/null; }
+
+# 3b. kill -9 of the runner alone: its child jobs die with it instead of computing on.
+"$app" --profile tiny --experiments e3 --jobs 2 --threads 1 --out "$tmp/o" "${data[@]}" > "$tmp/o.log" 2>&1 &
+pid=$!
+wait_for '[ -n "$(pgrep -P "$pid")" ]' || fail "the runner started no job: $(cat "$tmp/o.log")"
+children=$(pgrep -P "$pid")
+kill -9 "$pid"; wait "$pid" 2> /dev/null
+for c in $children; do
+  wait_for '! alive "$c"' || fail "job $c survived kill -9 of its runner"
+done
+
+# 3c. SIGINT to the runner: the running job is stopped and waited for, finished jobs are
+# kept, one line says so, the exit status is non-zero, and a rerun resumes.
+set -m
+"$app" --profile tiny --experiments e3,e4 --jobs 1 --threads 1 --out "$tmp/i" "${data[@]}" > "$tmp/i.log" 2>&1 &
+pid=$!
+set +m
+wait_for '[ -n "$(results_in "$tmp/i")" ] && [ -n "$(pgrep -P "$pid")" ]' \
+  || fail "no finished job while another runs: $(cat "$tmp/i.log")"
+children=$(pgrep -P "$pid")
+finished=$(results_in "$tmp/i")
+kill -INT "$pid"; wait "$pid"; rc=$?
+[ "$rc" -ne 0 ] || fail "an interrupted grid exited with status 0"
+tail -1 "$tmp/i.log" | grep -Eq "error: interrupted by SIGINT: stopped [0-9]+ running job\(s\); .* run the same command again" \
+  || fail "no one-line interruption message: $(tail -3 "$tmp/i.log")"
+for c in $children; do alive "$c" && fail "job $c still runs after SIGINT"; done
+for f in $finished; do [ -s "$f" ] || fail "SIGINT lost the finished result $f"; done
+kept=$(results_in "$tmp/i" | wc -l)
+"$app" --profile tiny --experiments e3,e4 --jobs 1 --threads 1 --out "$tmp/i" "${data[@]}" > "$tmp/i2.log" 2>&1 \
+  || fail "resume after SIGINT failed: $(cat "$tmp/i2.log")"
+grep -q "3 jobs: $kept already finished" "$tmp/i2.log" \
+  || fail "the rerun did not reuse the finished jobs: $(head -3 "$tmp/i2.log")"
+
+# 3d. A second run into the same folder while one runs: refused, naming the first one.
+"$app" --profile tiny --experiments e3 --jobs 1 --threads 1 --out "$tmp/l" "${data[@]}" > "$tmp/l1.log" 2>&1 &
+pid=$!
+wait_for '[ -s "$tmp/l/.lock" ]' || fail "the first run holds no lock"
+second=$("$app" --profile tiny --experiments e3 --jobs 1 --threads 1 --out "$tmp/l" "${data[@]}" 2>&1); rc=$?
+wait "$pid" || fail "the first run failed: $(cat "$tmp/l1.log")"
+[ "$rc" -eq 1 ] || fail "second concurrent run: exit status $rc, expected 1: $second"
+grep -q "another reproduce_experiments (pid $pid) is running in $tmp/l" <<<"$second" \
+  || fail "second concurrent run: $second"
+
 # 4. --plan: self-contained lines; run them in a shell, then --collect.
 "$app" --profile tiny --experiments e3,e4 --out "$tmp/p" "${data[@]}" --plan "$tmp/plan.txt" \
   > /dev/null 2>&1 || fail "--plan failed"
 [ "$(wc -l < "$tmp/plan.txt")" -eq 3 ] || fail "plan should have 3 lines: $(cat "$tmp/plan.txt")"
 grep -q "^/.*reproduce_experiments run --experiment e3 .*--epochs 3 .*--threads " "$tmp/plan.txt" \
   || fail "plan line is not self-contained: $(head -1 "$tmp/plan.txt")"
-(cd / && bash "$tmp/plan.txt" > /dev/null 2>&1) || fail "plan lines failed to run"
+(cd / && bash "$tmp/plan.txt" > "$tmp/plan.log" 2>&1) || fail "plan lines failed to run"
+grep -q "epoch 3/3" "$tmp/p/e3/runs/small-mlp-r0-t0/job.log" \
+  || fail "a plan line wrote no job.log: $(ls "$tmp/p/e3/runs/small-mlp-r0-t0")"
+grep -q "^\[e3/small-mlp-r1-t0\] epoch 3/3" "$tmp/plan.log" \
+  || fail "plan lines' output does not name its job: $(head -3 "$tmp/plan.log")"
+(cd / && bash <(head -1 "$tmp/plan.txt")) 2>&1 | grep -q "job e[34]/small-mlp.* already done" \
+  || fail "rerunning a finished plan line does not say so"
 "$app" --collect "$tmp/p" > "$tmp/c.log" 2>&1 || fail "--collect failed: $(cat "$tmp/c.log")"
 [ -s "$tmp/p/e3.csv" ] && [ -s "$tmp/p/e4.csv" ] && [ -s "$tmp/p/report.md" ] || fail "--collect wrote no outputs"
 diff <(e3_values "$tmp/a/e3.csv") <(e3_values "$tmp/p/e3.csv") > /dev/null \
@@ -86,7 +147,27 @@ expect_error() {  # expected-substring, args...
 expect_error "unknown profile 'huge'" --profile huge --out "$tmp/bad"
 expect_error "unknown experiment 'e7'" --profile tiny --experiments e1,e7 --out "$tmp/bad"
 expect_error "not a folder" --collect "$tmp/nowhere"
-expect_error "unknown option --colour" run --colour red
+expect_error "colour" run --colour red
 expect_error "is missing" run --experiment e3 --model mlp
+expect_error "--ratio" run --experiment e3 --ratio 0 --ratio 1
+expect_error "--profile" --profile tiny --profile quick --out "$tmp/bad"
 "$app" --help | grep -q -- "--plan" || fail "--help lacks --plan"
+"$app" --help | grep -q -- "--force" || fail "--help lacks --force"
+for option in experiment model ratio trial seed epochs lr factors threads; do
+  "$app" run --help | grep -q -- "--$option " || fail "run --help lacks --$option"
+done
+
+# 6. One profile per folder: another subset of the same profile joins the plan; another
+# profile's plan is refused (plan.json untouched), unless --force starts over.
+"$app" --profile tiny --experiments e1 --out "$tmp/p" "${data[@]}" --plan "$tmp/p1.txt" > /dev/null 2>&1 \
+  || fail "a plan of another subset of the same profile was refused"
+grep -A4 '"experiments"' "$tmp/p/plan.json" | tr -d ' \n' | grep -q '\["e1","e3","e4"\]' \
+  || fail "the subset plan dropped the earlier experiments: $(grep -A4 '"experiments"' "$tmp/p/plan.json")"
+before=$(md5sum < "$tmp/p/plan.json")
+expect_error "holds a grid of profile tiny on mnist" --profile quick --out "$tmp/p" "${data[@]}" --plan "$tmp/q.txt"
+[ "$(md5sum < "$tmp/p/plan.json")" = "$before" ] || fail "a refused plan overwrote plan.json"
+"$app" --profile quick --out "$tmp/p" "${data[@]}" --plan "$tmp/q.txt" --force > /dev/null 2>&1 \
+  || fail "--force did not start over"
+grep -q '"name": "quick"' "$tmp/p/plan.json" || fail "--force wrote no new plan"
+[ ! -e "$tmp/p/e3" ] || fail "--force kept the other profile's runs"
 echo "OK"

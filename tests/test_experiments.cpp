@@ -6,12 +6,17 @@
 #include "minsharp/io.hpp"
 #include "synthetic.hpp"
 
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
+#include <thread>
+#include <unistd.h>
 
 using namespace minsharp;
 using namespace minsharp::experiments;
@@ -138,6 +143,11 @@ Pipeline& pipeline() {
     return p;
 }
 
+std::vector<std::string> with_key(std::vector<std::string> args, const std::string& key) {
+    args.push_back(key);
+    return args;
+}
+
 bool has_columns(const fs::path& csv, const std::vector<std::string>& names) {
     const auto header = parse_csv(read_file(csv)).front();
     for (const auto& n : names)
@@ -163,12 +173,13 @@ BOOST_AUTO_TEST_CASE(profiles_and_experiment_lists) {
     BOOST_TEST((parse_experiments("e3, e1,e3") == std::vector<std::string>{"e1", "e3"}));
     BOOST_CHECK_THROW(parse_experiments("e1,e5"), Error);
     BOOST_CHECK_THROW(parse_experiments(""), Error);
-    // The quick profile keeps the pilot's MLP setting (SCIENCE.md §7).
+    // The quick profile's MLP grid: N = 2,000, 200 epochs, under several base seeds.
     const Profile quick = make_profile("quick");
     BOOST_TEST(quick.e3.front().train.model == "mlp");
     BOOST_TEST(quick.e3.front().train.train_size == 2000u);
     BOOST_TEST(quick.e3.front().train.epochs == 200);
     BOOST_TEST(quick.e3.front().ratios.size() == 6u);
+    BOOST_TEST(quick.e3.front().base_seeds >= 3);
     const Profile full = make_profile("full");
     BOOST_TEST(full.e3.front().ratios.size() == 11u);
     BOOST_TEST(full.e3.front().trials == 10);
@@ -186,10 +197,14 @@ BOOST_AUTO_TEST_CASE(job_arguments_round_trip_and_plan_lines) {
     s.out = "/tmp/some out";
     s.data_dir = "/tmp/data";
     s.threads = 3;
-    const auto jobs = plan_jobs(make_profile("quick"), s);
+    const Profile quick = make_profile("quick");
+    const auto jobs = plan_jobs(quick, s);
     std::size_t e3 = 0;
     for (const auto& j : jobs) e3 += j.experiment == "e3";
-    BOOST_TEST(e3 == 6u * 2 + 3u * 2);  // MLP 6 ratios × 2 trials, LeNet 3 × 2
+    std::size_t expected = 0;
+    for (const auto& g : quick.e3)
+        expected += g.ratios.size() * std::size_t(g.trials * g.base_seeds);
+    BOOST_TEST(e3 == expected);
     for (const auto& job : jobs) {
         const Job back = parse_job_arguments(job_arguments(job));
         BOOST_TEST(back.identity() == job.identity());
@@ -209,6 +224,15 @@ BOOST_AUTO_TEST_CASE(job_arguments_round_trip_and_plan_lines) {
                                           return j.experiment == "e3" && j.ratio == 0.2;
                                       }) - jobs.begin())];
     BOOST_TEST(mlp.name() == "mlp-r0.2-t0");
+    // Every (ratio, trial) of a grid has its own seed: no two base seeds share a network.
+    std::set<std::pair<double, std::uint64_t>> seeds;
+    std::size_t mlp_runs = 0;
+    for (const auto& j : jobs)
+        if (j.experiment == "e3" && j.model == "mlp") {
+            seeds.insert({j.ratio, j.seed});
+            ++mlp_runs;
+        }
+    BOOST_TEST(seeds.size() == mlp_runs);
     BOOST_TEST(mlp.folder() == fs::path("/tmp/some out/e3/runs/mlp-r0.2-t0"));
     BOOST_TEST(mlp.train_config().label_noise == 0.2);
     BOOST_TEST(mlp.train_config().sgd.lr_decay == 1e-4);
@@ -233,8 +257,14 @@ BOOST_AUTO_TEST_CASE(job_arguments_reject_bad_input) {
     const auto it = std::find(missing.begin(), missing.end(), "--epochs");
     missing.erase(it, it + 2);
     BOOST_CHECK_THROW(parse_job_arguments(missing), Error);
-    BOOST_CHECK_NO_THROW(parse_job_arguments(with({"--epochs=5"})));
-    BOOST_TEST(parse_job_arguments(with({"--epochs=5"})).epochs == 5);
+    // A repeated key is an error, not "the last one wins" (args already hold --epochs).
+    BOOST_CHECK_THROW(parse_job_arguments(with({"--epochs=5"})), Error);
+    auto once = args;
+    const auto epochs = std::find(once.begin(), once.end(), "--epochs");
+    once.erase(epochs, epochs + 2);
+    BOOST_TEST(parse_job_arguments(with_key(once, "--epochs=5")).epochs == 5);
+    // Every key a job writes has a help text for `run --help`.
+    for (const auto& o : job_options()) BOOST_TEST(!o.help.empty(), o.key);
 }
 
 BOOST_AUTO_TEST_CASE(spawned_job_failures_are_reported_not_fatal) {
@@ -308,9 +338,19 @@ BOOST_AUTO_TEST_CASE(tiny_pipeline_writes_every_output) {
     for (const char* section : {"## Profile and why", "## E1", "## E2", "## E3",
                                 "## Side by side with the paper", "## E4", "Kendall"})
         BOOST_TEST(report.find(section) != std::string::npos, section);
-    if (!find_gnuplot().empty())
+    if (!find_gnuplot().empty()) {
         for (const char* png : {"e1_trace", "e2_error_vs_time", "e3_small-mlp", "e4_scale_invariance"})
             BOOST_TEST(fs::exists(out / "figures" / (std::string(png) + ".png")), png);
+        // The E1 diagonal is drawn from explicit end points around the (single) point.
+        std::istringstream diagonal(read_file(out / "figures" / "e1_diagonal.dat"));
+        double lo_x = 0, lo_y = 0, hi_x = 0, hi_y = 0;
+        diagonal >> lo_x >> lo_y >> hi_x >> hi_y;
+        const double trace = results["e1"][0]["brute_trace"];
+        BOOST_TEST(lo_x == lo_y);
+        BOOST_TEST(hi_x == hi_y);
+        BOOST_TEST(lo_x <= trace / 3.0);
+        BOOST_TEST(hi_x >= trace * 3.0);
+    }
 
     // The science holds even here: fast = brute force, transforms keep the function, MS is
     // invariant under layer-wise and node-wise MS under every transform. (The brute force
@@ -381,4 +421,153 @@ BOOST_AUTO_TEST_CASE(finished_run_with_other_settings_is_refused) {
     other.epochs += 1;
     BOOST_CHECK_THROW(job_done(other), Error);
     BOOST_TEST(job_done(p.job("e3")));
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_result_is_recomputed_not_fatal) {
+    Pipeline& p = pipeline();
+    const Job& job = p.job("e3", 1);
+    // A zero-byte file (a full disk) and a truncated one: neither aborts the grid.
+    for (const char* broken : {"", "{\"model\": \"small-"}) {
+        write_file_atomic(job.result_file(), broken);
+        bool done = true;
+        BOOST_CHECK_NO_THROW(done = job_done(job));
+        BOOST_TEST(!done);
+        const RunnerSummary again = run_jobs(p.jobs, {1, {}, false});
+        BOOST_TEST(again.finished == 1u);
+        BOOST_TEST(again.failed == 0u);
+        BOOST_TEST(job_done(job));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(output_folder_is_locked_by_one_run) {
+    const fs::path dir = fs::temp_directory_path() / ("minsharp_lock_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    {
+        const OutputLock first(dir);
+        try {
+            const OutputLock second(dir);
+            BOOST_FAIL("a second lock on the same folder was granted");
+        } catch (const Error& e) {
+            const std::string expected = "another reproduce_experiments (pid " +
+                                         std::to_string(::getpid()) + ") is running in " +
+                                         dir.string();
+            BOOST_TEST(std::string(e.what()) == expected);
+        }
+    }
+    BOOST_CHECK_NO_THROW(OutputLock again(dir));  // released with its owner
+    fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(another_profile_is_refused_in_the_same_folder) {
+    PlanSettings s;
+    s.out = fs::temp_directory_path() / ("minsharp_plan_" + std::to_string(::getpid()));
+    s.data_dir = "/tmp/d";
+    s.experiments = {"e1"};
+    fs::create_directories(s.out);
+    const Profile tiny = make_profile("tiny");
+    write_plan_json(tiny, s, plan_jobs(tiny, s));
+    BOOST_CHECK_NO_THROW(check_same_plan(tiny, s));
+    Profile reworded = tiny;  // prose is not part of a result
+    reworded.summary += " Reworded.";
+    reworded.e3.front().why = "other words";
+    BOOST_CHECK_NO_THROW(check_same_plan(reworded, s));
+    Profile longer = tiny;
+    longer.e3.front().train.epochs += 1;
+    BOOST_CHECK_THROW(check_same_plan(longer, s), Error);
+    try {
+        check_same_plan(make_profile("quick"), s);
+        BOOST_FAIL("a quick plan was accepted over a tiny one");
+    } catch (const Error& e) {
+        const std::string message = e.what();
+        BOOST_TEST(message.find("profile tiny") != std::string::npos, message);
+        BOOST_TEST(message.find("--force") != std::string::npos, message);
+    }
+    PlanSettings fashion = s;
+    fashion.dataset = "fashion-mnist";
+    BOOST_CHECK_THROW(check_same_plan(tiny, fashion), Error);
+    BOOST_TEST((planned_experiments(s.out) == std::vector<std::string>{"e1"}));
+    write_file_atomic(s.out / "notes.txt", "mine");
+    clear_outputs(s.out);
+    BOOST_TEST(!fs::exists(s.out / "plan.json"));
+    BOOST_TEST(fs::exists(s.out / "notes.txt"));  // only what a grid writes is deleted
+    BOOST_CHECK_NO_THROW(check_same_plan(make_profile("quick"), s));
+    fs::remove_all(s.out);
+}
+
+BOOST_AUTO_TEST_CASE(tau_per_base_seed_by_hand) {
+    // Two base seeds of one trial each, four ratios. Base seed 0 ranks the gap perfectly
+    // (τ = 1), base seed 1 swaps one pair of its six (τ = 4/6).
+    std::vector<E3Result> runs;
+    const double ms_by_seed[2][4] = {{1, 2, 3, 4}, {1, 3, 2, 4}};
+    for (int seed = 0; seed < 2; ++seed)
+        for (int i = 0; i < 4; ++i) {
+            E3Result r;
+            r.model = "mlp";
+            r.ratio = i / 3.0;
+            r.trial = seed;
+            r.train_accuracy = 1.0;
+            r.test_accuracy = 0.9 - 0.2 * i - 0.01 * seed;
+            r.ms = ms_by_seed[seed][i];
+            r.trace = r.ms_node = r.normalized = r.ms;
+            r.train_loss = 1.0;
+            runs.push_back(r);
+        }
+    const auto spread = e3_seed_spread(runs, {{"mlp", 1}});
+    const auto& ms = *std::find_if(spread.begin(), spread.end(),
+                                   [](const SeedSpread& s) { return s.measure == "ms"; });
+    BOOST_TEST(ms.runs == 8u);
+    BOOST_TEST(ms.per_seed.size() == 2u);
+    BOOST_TEST(ms.per_seed[0] == 1.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ms.per_seed[1] == 4.0 / 6.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ms.min == 4.0 / 6.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ms.max == 1.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ms.mean == 5.0 / 6.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ms.low <= ms.pooled);
+    BOOST_TEST(ms.pooled <= ms.high);
+    BOOST_TEST(ms.low >= -1.0);
+    BOOST_TEST(ms.high <= 1.0);
+    // Reproducible, and one base seed when the model's grid is unknown.
+    const auto again = e3_seed_spread(runs, {{"mlp", 1}});
+    BOOST_TEST(again[2].low == spread[2].low);
+    BOOST_TEST(e3_seed_spread(runs, {}).front().per_seed.size() == 1u);
+    // Two trials per base seed: trials 0, 1 are base seed 0.
+    BOOST_TEST(base_seed_index(1, 2) == 0);
+    BOOST_TEST(base_seed_index(2, 2) == 1);
+}
+
+BOOST_AUTO_TEST_CASE(interrupted_grid_stops_its_children) {
+    // A stand-in for the app: records its pid, then would run for half a minute.
+    const fs::path dir = fs::temp_directory_path() / ("minsharp_stop_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    const fs::path exe = dir / "slow_job.sh";
+    write_file_atomic(exe, "#!/bin/sh\necho $$ >> \"$MINSHARP_TEST_PIDS\"\nexec sleep 30\n");
+    fs::permissions(exe, fs::perms::owner_all);
+    const fs::path pids = dir / "pids";
+    ::setenv("MINSHARP_TEST_PIDS", pids.c_str(), 1);
+    PlanSettings s;
+    s.out = dir / "out";
+    s.data_dir = "/nonexistent";
+    s.experiments = {"e3"};
+    const auto jobs = plan_jobs(make_profile("tiny"), s);
+    std::thread interrupt([&] {
+        for (int i = 0; i < 200; ++i) {  // until both children run, at most 20 s
+            std::ifstream in(pids);
+            const auto lines = std::count(std::istreambuf_iterator<char>(in), {}, '\n');
+            if (lines >= 2) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        ::kill(::getpid(), SIGTERM);  // to the process: any thread may receive it
+    });
+    const auto start = std::chrono::steady_clock::now();
+    const RunnerSummary summary = run_jobs(jobs, {2, exe, false});
+    interrupt.join();
+    BOOST_TEST(summary.interrupted_by == SIGTERM);
+    BOOST_TEST(summary.stopped == 2u);
+    BOOST_TEST(summary.failed == 0u);
+    BOOST_TEST(seconds_since(start) < 20.0);
+    std::ifstream in(pids);
+    for (pid_t pid; in >> pid;) BOOST_TEST(::kill(pid, 0) != 0, "job " << pid << " survived");
+    BOOST_TEST(interruption_message(summary).find("interrupted by SIGTERM") == 0u);
+    ::unsetenv("MINSHARP_TEST_PIDS");
+    fs::remove_all(dir);
 }

@@ -11,12 +11,18 @@
 
 #include <fcntl.h>
 #include <sched.h>
-#include <spawn.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -87,7 +93,8 @@ nlohmann::json TrainSpec::to_json() const {
 }
 
 nlohmann::json GridSpec::to_json() const {
-    return {{"train", train.to_json()}, {"ratios", ratios}, {"trials", trials}, {"why", why}};
+    return {{"train", train.to_json()}, {"ratios", ratios},         {"trials", trials},
+            {"why", why},               {"base_seeds", base_seeds}};
 }
 
 nlohmann::json E1Spec::to_json() const {
@@ -159,13 +166,19 @@ Profile tiny_profile() {
 }
 
 Profile quick_profile() {
+    // Each base seed adds six MLP runs, ~15 s each on one core.
+    const int mlp_base_seeds = 5;
+    const std::string seeds = std::to_string(mlp_base_seeds);
     Profile p;
     p.name = "quick";
     p.summary =
-        "Default. Finishes in at most 20 minutes on 2 cores. E3 uses the MLP setting of the "
-        "PyTorch pilot (SCIENCE.md §7), which gave Kendall τ(MS, gap) = 0.97-1.0, and a "
-        "small LeNet grid that shows the r = 0 versus r > 0 separation only: LeNet on ≤ 2,000 "
-        "images memorizes any noise level and is not expected to reproduce the paper's trend.";
+        "Default. Finishes in at most 20 minutes on 2 cores. E3 runs the MLP grid under " +
+        seeds + " base seeds, because one grid of a dozen runs gives a τ that moves by a swapped pair "
+        "or two between seeds and between CPUs (float summation order differs, so different "
+        "networks come out): τ per base seed, with its mean, min and max, says how much of it "
+        "is luck. A small LeNet grid shows the r = 0 versus r > 0 separation only: LeNet on "
+        "≤ 2,000 images memorizes any noise level and is not expected to reproduce the "
+        "paper's trend.";
     p.e1 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10}}},
             2,
             "the brute force costs 2·P gradient evaluations in double (P = 16,330 / 13,750): "
@@ -180,16 +193,21 @@ Profile quick_profile() {
             "SmallCNN uses n = 10"};
     GridSpec mlp{train_spec("mlp", 2000, 200, 128, 0.05, 10, 10),
                  ratio_steps(5),
-                 2,
-                 "the pilot's setting: N = 2,000 first training images, six ratios, the same "
-                 "fixed 200 epochs for every run, batch 128, lr 0.05 decayed per step, "
-                 "momentum 0.9, wd 1e-5"};
+                 1,
+                 "N = 2,000 first training images, six ratios, the same fixed 200 epochs for "
+                 "every run, batch 128, lr 0.05 decayed per step, momentum 0.9, wd 1e-5; one "
+                 "run per ratio under each of " + seeds + " base seeds rather than several per "
+                 "ratio: two runs at one ratio have nearly the same gap, so which of them ranks "
+                 "higher is a coin flip that costs a 12-run grid about 0.09 of τ whatever the "
+                 "measure",
+                 mlp_base_seeds};
     GridSpec lenet{train_spec("lenet", 1000, 80, 128, 0.02, 1, 8),
                    {0.0, 0.5, 1.0},
                    2,
                    "N = 1,000, three ratios, 80 epochs (about a minute per run), lr 0.02 (lr "
-                   "0.05 was unstable with momentum 0.9 in the pilot): sized to the budget, it "
-                   "shows whether LeNet separates clean from noisy labels, not the paper's trend"};
+                   "0.05 was unstable with momentum 0.9 when we tried it): sized to the budget, "
+                   "it shows whether LeNet separates clean from noisy labels, not the paper's "
+                   "trend"};
     p.e3 = {mlp, lenet};
     p.e4 = {mlp.train, log_factors(2),
             "the r = 0 MLP of the E3 grid (same settings, trial 0), factors 1e-3 … 1e3 at "
@@ -200,10 +218,10 @@ Profile quick_profile() {
 Profile standard_profile() {
     Profile p = quick_profile();
     p.name = "standard";
-    p.summary = "Finishes in at most 90 minutes on 2 cores. LeNet on N = 10,000 images, five "
-                "times the pilot's largest, where label noise takes most of the training to "
-                "memorize (a pilot at r = 1 reached 86% training accuracy at epoch 30 and 100% "
-                "at epoch 60); the MLP grid grows to 5,000 images and 3 trials.";
+    p.summary = "Finishes in at most 90 minutes on 2 cores. LeNet on N = 10,000 images, where "
+                "label noise takes most of the training to memorize (a run at r = 1 reached "
+                "86% training accuracy at epoch 30 and 100% at epoch 60); the MLP grid grows "
+                "to 5,000 images and 3 trials.";
     p.e1 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10}}},
             3,
             "3 trials; SmallCNN at n = 100 (~40 minutes of brute force per trial on one core) "
@@ -215,13 +233,12 @@ Profile standard_profile() {
     GridSpec mlp{train_spec("mlp", 5000, 200, 128, 0.05, 10, 10),
                  ratio_steps(5),
                  3,
-                 "the pilot's MLP setting on 5,000 images, 3 trials"};
+                 "the quick profile's MLP setting on 5,000 images, 3 trials"};
     GridSpec lenet{train_spec("lenet", 10000, 60, 128, 0.02, 6, 12),
                    ratio_steps(5),
                    2,
-                   "N = 10,000 (the issue asks for ≥ 10,000), six ratios, 2 trials, 60 epochs "
-                   "for every run (the r = 1 pilot memorized its labels by epoch 60) at lr 0.02: "
-                   "what fits in the budget"};
+                   "N = 10,000, six ratios, 2 trials, 60 epochs for every run (a run at r = 1 "
+                   "memorized its labels by epoch 60) at lr 0.02: what fits in the budget"};
     p.e3 = {mlp, lenet};
     p.e4.train = mlp.train;
     return p;
@@ -230,10 +247,10 @@ Profile standard_profile() {
 Profile full_profile() {
     Profile p;
     p.name = "full";
-    p.summary = "The paper's protocol (SCIENCE.md §6): 11 ratios × 10 trials × {MLP 3,000 "
-                "epochs at lr 0.1, LeNet 1,000 epochs at lr 0.01}, batch 1,024, all 60,000 "
-                "training images; E1/E2 with 10 trials and up to 10,000 samples. Weeks on 2 "
-                "cores: use --plan on a cluster.";
+    p.summary = "The paper's protocol (Ibayashi et al., 2021): 11 ratios × 10 trials × {MLP "
+                "3,000 epochs at lr 0.1, LeNet 1,000 epochs at lr 0.01}, batch 1,024, all "
+                "60,000 training images; E1/E2 with 10 trials and up to 10,000 samples. Weeks "
+                "on 2 cores: use --plan on a cluster.";
     p.e1 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10, 100, 1000}}}, 10, "the paper's"};
     p.e2 = {{{"small-mlp", {10, 100, 1000}}, {"small-cnn", {10, 100, 1000}}},
             10,
@@ -319,10 +336,11 @@ namespace {
 
 bool trains(const std::string& experiment) { return experiment == "e3" || experiment == "e4"; }
 
-// One command-line key: how to print it from a Job and how to set it from text, and which
-// experiments use it.
+// One command-line key: what it means (for `run --help`), how to print it from a Job and
+// how to set it from text, and which experiments use it.
 struct JobKey {
     const char* key;
+    const char* help;
     bool (*applies)(const std::string& experiment);
     std::function<std::string(const Job&)> get;
     std::function<void(Job&, const std::string&)> set;
@@ -370,51 +388,70 @@ std::vector<double> split_doubles(const std::string& key, const std::string& tex
 
 const std::vector<JobKey>& job_keys() {
     static const std::vector<JobKey> keys = {
-        {"experiment", always, [](const Job& j) { return j.experiment; },
+        {"experiment", "e1 | e2 | e3 | e4", always, [](const Job& j) { return j.experiment; },
          [](Job& j, const std::string& v) { j.experiment = v; }},
-        {"model", always, [](const Job& j) { return j.model; },
+        {"model", "zoo model name or layer spec", always,
+         [](const Job& j) { return j.model; },
          [](Job& j, const std::string& v) { j.model = v; }},
-        {"dataset", always, [](const Job& j) { return j.dataset; },
+        {"dataset", "mnist or fashion-mnist", always, [](const Job& j) { return j.dataset; },
          [](Job& j, const std::string& v) { j.dataset = v; }},
-        {"data-dir", always, [](const Job& j) { return j.data_dir; },
+        {"data-dir", "folder of the IDX files (empty: the dataset's default)", always,
+         [](const Job& j) { return j.data_dir; },
          [](Job& j, const std::string& v) { j.data_dir = v; }},
-        {"out", always, [](const Job& j) { return j.out; },
+        {"out", "the grid's output folder; the job writes <out>/<experiment>/runs/<name>/",
+         always, [](const Job& j) { return j.out; },
          [](Job& j, const std::string& v) { j.out = v; }},
-        {"n", always, [](const Job& j) { return std::to_string(j.n); },
+        {"n", "E1/E2: random training images; E3/E4: the first n training images", always,
+         [](const Job& j) { return std::to_string(j.n); },
          [](Job& j, const std::string& v) { j.n = parse_number<std::size_t>("n", v); }},
-        {"ratio", e3_only, [](const Job& j) { return format_double(j.ratio); },
+        {"ratio", "E3: fraction of the labels permuted (label noise), in [0, 1]", e3_only,
+         [](const Job& j) { return format_double(j.ratio); },
          [](Job& j, const std::string& v) { j.ratio = parse_number<double>("ratio", v); }},
-        {"trial", always, [](const Job& j) { return std::to_string(j.trial); },
+        {"trial", "trial index (part of the folder name)", always,
+         [](const Job& j) { return std::to_string(j.trial); },
          [](Job& j, const std::string& v) { j.trial = parse_number<int>("trial", v); }},
-        {"seed", always, [](const Job& j) { return std::to_string(j.seed); },
+        {"seed", "seed of every random choice of the job (init, noise, batches, samples)",
+         always, [](const Job& j) { return std::to_string(j.seed); },
          [](Job& j, const std::string& v) { j.seed = parse_number<std::uint64_t>("seed", v); }},
-        {"test-size", trains, [](const Job& j) { return std::to_string(j.test_size); },
+        {"test-size", "E3/E4: first test images for the test accuracy (0: all)", trains,
+         [](const Job& j) { return std::to_string(j.test_size); },
          [](Job& j, const std::string& v) { j.test_size = parse_number<std::size_t>("test-size", v); }},
-        {"epochs", trains, [](const Job& j) { return std::to_string(j.epochs); },
+        {"epochs", "E3/E4: epochs of training", trains,
+         [](const Job& j) { return std::to_string(j.epochs); },
          [](Job& j, const std::string& v) { j.epochs = parse_number<int>("epochs", v); }},
-        {"batch-size", trains, [](const Job& j) { return std::to_string(j.batch_size); },
+        {"batch-size", "E3/E4: minibatch size", trains,
+         [](const Job& j) { return std::to_string(j.batch_size); },
          [](Job& j, const std::string& v) { j.batch_size = parse_number<std::size_t>("batch-size", v); }},
-        {"lr", trains, [](const Job& j) { return format_double(j.sgd.lr); },
+        {"lr", "E3/E4: SGD learning rate", trains,
+         [](const Job& j) { return format_double(j.sgd.lr); },
          [](Job& j, const std::string& v) { j.sgd.lr = parse_number<double>("lr", v); }},
-        {"momentum", trains, [](const Job& j) { return format_double(j.sgd.momentum); },
+        {"momentum", "E3/E4: SGD momentum", trains,
+         [](const Job& j) { return format_double(j.sgd.momentum); },
          [](Job& j, const std::string& v) { j.sgd.momentum = parse_number<double>("momentum", v); }},
-        {"weight-decay", trains, [](const Job& j) { return format_double(j.sgd.weight_decay); },
+        {"weight-decay", "E3/E4: coupled weight decay", trains,
+         [](const Job& j) { return format_double(j.sgd.weight_decay); },
          [](Job& j, const std::string& v) {
              j.sgd.weight_decay = parse_number<double>("weight-decay", v);
          }},
-        {"lr-decay", trains, [](const Job& j) { return format_double(j.sgd.lr_decay); },
+        {"lr-decay", "E3/E4: learning rate lr / (1 + lr-decay · step)", trains,
+         [](const Job& j) { return format_double(j.sgd.lr_decay); },
          [](Job& j, const std::string& v) { j.sgd.lr_decay = parse_number<double>("lr-decay", v); }},
-        {"eval-every", trains, [](const Job& j) { return std::to_string(j.eval_every); },
+        {"eval-every", "E3/E4: train/test evaluation every k epochs (and the last)", trains,
+         [](const Job& j) { return std::to_string(j.eval_every); },
          [](Job& j, const std::string& v) { j.eval_every = parse_number<int>("eval-every", v); }},
-        {"checkpoint-every", trains, [](const Job& j) { return std::to_string(j.checkpoint_every); },
+        {"checkpoint-every", "E3/E4: resumable checkpoint every k epochs (and the last)", trains,
+         [](const Job& j) { return std::to_string(j.checkpoint_every); },
          [](Job& j, const std::string& v) {
              j.checkpoint_every = parse_number<int>("checkpoint-every", v);
          }},
-        {"samples", e2_only, [](const Job& j) { return std::to_string(j.samples); },
+        {"samples", "E2: samples per estimator", e2_only,
+         [](const Job& j) { return std::to_string(j.samples); },
          [](Job& j, const std::string& v) { j.samples = parse_number<std::size_t>("samples", v); }},
-        {"factors", e4_only, [](const Job& j) { return join_doubles(j.factors); },
+        {"factors", "E4: comma-separated transformation factors, each > 0", e4_only,
+         [](const Job& j) { return join_doubles(j.factors); },
          [](Job& j, const std::string& v) { j.factors = split_doubles("factors", v); }},
-        {"threads", always, [](const Job& j) { return std::to_string(j.threads); },
+        {"threads", "BLAS and worker threads (optional, default 1; not part of the result)",
+         always, [](const Job& j) { return std::to_string(j.threads); },
          [](Job& j, const std::string& v) { j.threads = parse_number<int>("threads", v); }},
     };
     return keys;
@@ -450,6 +487,12 @@ nlohmann::json Job::identity() const {
     return j;
 }
 
+std::vector<JobOption> job_options() {
+    std::vector<JobOption> out;
+    for (const auto& k : job_keys()) out.push_back({k.key, k.help});
+    return out;
+}
+
 std::vector<std::string> job_arguments(const Job& job) {
     std::vector<std::string> args;
     for (const auto& k : job_keys())
@@ -476,7 +519,9 @@ Job parse_job_arguments(const std::vector<std::string>& args) {
         } else {
             throw Error("job arguments: --" + arg + " needs a value");
         }
-        given[arg] = value;
+        // A repeated key would silently keep one of its values.
+        if (!given.emplace(arg, value).second)
+            throw Error("job arguments: --" + arg + " is given more than once");
     }
     const auto& keys = job_keys();
     for (const auto& [key, value] : given) {
@@ -574,7 +619,7 @@ std::vector<Job> plan_jobs(const Profile& profile, const PlanSettings& settings)
     if (wants("e3"))
         for (const auto& grid : profile.e3)
             for (double ratio : grid.ratios)
-                for (int t = 0; t < grid.trials; ++t) {
+                for (int t = 0; t < grid.trials * grid.base_seeds; ++t) {
                     Job job = with_training(base, grid.train);
                     job.experiment = "e3";
                     job.ratio = ratio;
@@ -625,15 +670,139 @@ void write_plan_json(const Profile& profile, const PlanSettings& settings,
                 {"jobs", names}});
 }
 
+int base_seed_index(int trial, int trials_per_seed) {
+    return trials_per_seed > 0 ? trial / trials_per_seed : 0;
+}
+
+// ---- one output folder, one grid -------------------------------------------------------------
+
+namespace {
+
+// The JSON without the keys whose values are prose.
+nlohmann::json without_prose(const nlohmann::json& j) {
+    if (j.is_array()) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& item : j) out.push_back(without_prose(item));
+        return out;
+    }
+    if (!j.is_object()) return j;
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& [key, value] : j.items())
+        if (key != "why" && key != "summary") out[key] = without_prose(value);
+    return out;
+}
+
+std::string describe_plan(const nlohmann::json& plan) {
+    const auto name = plan.contains("profile") && plan["profile"].contains("name")
+                          ? plan["profile"]["name"].get<std::string>()
+                          : std::string("(unnamed)");
+    const auto dataset = plan.contains("dataset") ? plan["dataset"].get<std::string>() : "?";
+    return "profile " + name + " on " + dataset;
+}
+
+}  // namespace
+
+nlohmann::json plan_fingerprint(const nlohmann::json& profile, const std::string& dataset) {
+    return {{"profile", without_prose(profile)}, {"dataset", dataset}};
+}
+
+void check_same_plan(const Profile& profile, const PlanSettings& settings) {
+    const fs::path file = settings.out / "plan.json";
+    if (!fs::exists(file)) return;
+    nlohmann::json stored;
+    try {
+        stored = read_json(file);
+    } catch (const Error& e) {
+        throw Error(std::string(e.what()) + "; use --force to start over in " +
+                    settings.out.string());
+    }
+    const nlohmann::json expected = plan_fingerprint(profile.to_json(), settings.dataset);
+    const bool same = stored.is_object() && stored.contains("profile") &&
+                      plan_fingerprint(stored["profile"], stored.value("dataset", "")) == expected;
+    if (!same)
+        throw Error(settings.out.string() + " holds a grid of " + describe_plan(stored) +
+                    ", not of profile " + profile.name + " on " + settings.dataset +
+                    " (or of an older version of it): use another --out, or --force to delete "
+                    "its results and start over");
+}
+
+std::vector<std::string> planned_experiments(const fs::path& dir) {
+    const fs::path file = dir / "plan.json";
+    if (!fs::exists(file)) return {};
+    const nlohmann::json plan = read_json(file);
+    if (!plan.is_object() || !plan.contains("experiments")) return {};
+    return plan["experiments"].get<std::vector<std::string>>();
+}
+
+void clear_outputs(const fs::path& dir) {
+    for (const auto& e : experiment_names()) fs::remove_all(dir / e);
+    for (const char* file : {"plan.json", "results.json", "report.md", "e1.csv", "e2.csv",
+                             "e3.csv", "e3_correlations.csv", "e3_tau_by_seed.csv", "e4.csv"})
+        fs::remove(dir / file);
+    fs::remove_all(dir / "figures");
+}
+
+OutputLock::OutputLock(const fs::path& dir) {
+    const fs::path file = dir / ".lock";
+    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+        throw Error("cannot open " + file.string() + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        const int error = errno;
+        std::string owner;
+        try {
+            owner = read_file(file);
+        } catch (const Error&) {
+        }
+        while (!owner.empty() && std::isspace(static_cast<unsigned char>(owner.back())))
+            owner.pop_back();
+        ::close(fd_);
+        fd_ = -1;
+        if (error != EWOULDBLOCK)
+            throw Error("cannot lock " + file.string() + ": " + std::strerror(error));
+        throw Error("another reproduce_experiments (pid " + (owner.empty() ? "?" : owner) +
+                    ") is running in " + dir.string());
+    }
+    // The pid is only for the message above; the lock itself is the flock.
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+        // Not fatal: the lock holds without the pid.
+    }
+}
+
+OutputLock::~OutputLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
+}
+
+// ---- running one job ---------------------------------------------------------------------
+
+namespace {
+
+std::string job_label(const Job& job) { return job.experiment + "/" + job.name(); }
+
+}  // namespace
+
 bool job_done(const Job& job) {
     const fs::path file = job.result_file();
     if (!fs::exists(file)) return false;
-    const nlohmann::json stored = read_json(file);
+    nlohmann::json stored;
+    try {
+        stored = read_json(file);
+    } catch (const Error& e) {
+        // A zero-byte or truncated file (a full disk, a copy cut short) is no result: the job
+        // is recomputed rather than aborting the whole grid.
+        std::fprintf(stderr, "warning: %s; recomputing %s\n", e.what(), job_label(job).c_str());
+        return false;
+    }
+    if (!stored.is_object() || !stored.contains("job") || !stored["job"].is_object()) {
+        std::fprintf(stderr, "warning: %s is not a job result; recomputing %s\n",
+                     file.c_str(), job_label(job).c_str());
+        return false;
+    }
     const nlohmann::json expected = job.identity();
-    if (!stored.contains("job") || stored["job"] != expected)
+    if (stored["job"] != expected)
         throw Error(file.string() + " was produced with other settings:\n  " +
-                    (stored.contains("job") ? stored["job"].dump() : std::string("(none)")) +
-                    "\nthis job:\n  " + expected.dump() +
+                    stored["job"].dump() + "\nthis job:\n  " + expected.dump() +
                     "\nuse another --out folder, or delete that run folder to recompute it");
     return true;
 }
@@ -646,6 +815,117 @@ void run_job(const Job& job) {
     else if (job.experiment == "e2") run_e2_job(job);
     else if (job.experiment == "e3") run_e3_job(job);
     else run_e4_job(job);
+}
+
+namespace {
+
+fs::path log_file(const Job& job) { return job.folder() / "job.log"; }
+
+// True when file descriptor `fd` is `file` (the runner points a child's stdout at its log).
+bool same_file(int fd, const fs::path& file) {
+    struct stat a {}, b {};
+    return ::fstat(fd, &a) == 0 && ::stat(file.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+void write_all(int fd, const std::string& text) {
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;  // nowhere to write: drop the rest rather than fail the job
+        done += std::size_t(n);
+    }
+}
+
+// For its lifetime, everything written to stdout and stderr (by printf, by the training's
+// epoch lines) goes to the job's log and, each line prefixed with "[<job>] ", to the original
+// stdout. A thread copies from a pipe; the destructor restores the descriptors and drains it.
+class TeeOutput {
+public:
+    TeeOutput(const fs::path& log, std::string prefix) : prefix_(std::move(prefix)) {
+        log_ = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (log_ < 0) throw Error("cannot open " + log.string() + ": " + std::strerror(errno));
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) {
+            ::close(log_);
+            throw Error(std::string("cannot create a pipe for the job log: ") +
+                        std::strerror(errno));
+        }
+        std::fflush(stdout);
+        std::fflush(stderr);
+        saved_out_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        saved_err_ = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+        ::dup2(fds[1], STDOUT_FILENO);
+        ::dup2(fds[1], STDERR_FILENO);
+        ::close(fds[1]);
+        copier_ = std::thread([this, in = fds[0]] { copy_lines(in); });
+    }
+
+    ~TeeOutput() {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        ::dup2(saved_out_, STDOUT_FILENO);  // closes the pipe's last write ends: EOF
+        ::dup2(saved_err_, STDERR_FILENO);
+        copier_.join();
+        ::close(saved_out_);
+        ::close(saved_err_);
+        ::close(log_);
+    }
+
+    TeeOutput(const TeeOutput&) = delete;
+    TeeOutput& operator=(const TeeOutput&) = delete;
+
+    /// Appends to the log only (the terminal gets the text from the caller).
+    void log_only(const std::string& text) const { write_all(log_, text); }
+
+private:
+    void copy_lines(int in) {
+        std::string pending;
+        char buffer[4096];
+        for (;;) {
+            const ssize_t n = ::read(in, buffer, sizeof buffer);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            write_all(log_, std::string(buffer, std::size_t(n)));
+            pending.append(buffer, std::size_t(n));
+            for (std::size_t end; (end = pending.find('\n')) != std::string::npos;) {
+                write_all(saved_out_, prefix_ + pending.substr(0, end + 1));
+                pending.erase(0, end + 1);
+            }
+        }
+        if (!pending.empty()) write_all(saved_out_, prefix_ + pending + "\n");
+        ::close(in);
+    }
+
+    std::string prefix_;
+    int log_ = -1, saved_out_ = -1, saved_err_ = -1;
+    std::thread copier_;
+};
+
+}  // namespace
+
+void run_job_with_log(const Job& job) {
+    validate_job(job);
+    if (job_done(job)) {
+        std::printf("job %s already done (%s)\n", job_label(job).c_str(),
+                    job.result_file().c_str());
+        return;
+    }
+    fs::create_directories(job.folder());
+    if (same_file(STDOUT_FILENO, log_file(job))) {
+        run_job(job);
+        return;
+    }
+    TeeOutput tee(log_file(job), "[" + job_label(job) + "] ");
+    try {
+        run_job(job);
+    } catch (const std::exception& e) {
+        // The app prints the error on the terminal once the tee is gone; the log keeps it too.
+        tee.log_only(std::string("error: ") + e.what() + "\n");
+        throw;
+    }
+    std::printf("job %s done\n", job_label(job).c_str());
 }
 
 // ---- the runner -----------------------------------------------------------------------------
@@ -688,28 +968,121 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
     return out;
 }
 
-fs::path log_file(const Job& job) { return job.folder() / "job.log"; }
+// Everything a child needs, prepared before fork: between fork and exec only
+// async-signal-safe calls are allowed.
+struct SpawnPlan {
+    std::vector<std::string> argv_s, env_s;
+    std::vector<char*> argv, envp;
+    std::string log;
+};
+
+// In the child, between fork and exec: die with the runner (even by kill -9), take default
+// SIGINT/SIGTERM/SIGCHLD (a shell may have set them to ignored; the runner catches them)
+// with the runner's original signal mask, and write to the job's log.
+[[noreturn]] void exec_child(const SpawnPlan& plan, pid_t runner, const sigset_t& original_mask) {
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGCHLD, SIG_DFL);
+    ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != runner) ::_exit(127);  // the runner died before prctl
+    const int log = ::open(plan.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (log >= 0) {
+        ::dup2(log, STDOUT_FILENO);
+        ::dup2(log, STDERR_FILENO);
+        if (log > STDERR_FILENO) ::close(log);
+    }
+    ::execve(plan.argv[0], plan.argv.data(), plan.envp.data());
+    const char message[] = "cannot execute the job's command\n";
+    [[maybe_unused]] const auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+    ::_exit(127);
+}
 
 pid_t spawn_job(const Job& job, const fs::path& executable) {
     fs::create_directories(job.folder());
-    std::vector<std::string> argv_s = {executable.string(), "run"};
-    for (auto& a : job_arguments(job)) argv_s.push_back(a);
-    std::vector<std::string> env_s = child_environment(job.threads);
-    auto argv = c_strings(argv_s);
-    auto envp = c_strings(env_s);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = log_file(job).string();
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    pid_t pid = -1;
-    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0)
-        throw Error("cannot start " + executable.string() + " for job " + job.experiment + "/" +
-                    job.name() + ": " + std::strerror(rc));
+    SpawnPlan plan;
+    plan.argv_s = {executable.string(), "run"};
+    for (auto& a : job_arguments(job)) plan.argv_s.push_back(a);
+    plan.env_s = child_environment(job.threads);
+    plan.argv = c_strings(plan.argv_s);
+    plan.envp = c_strings(plan.env_s);
+    plan.log = log_file(job).string();
+    if (::access(executable.c_str(), X_OK) != 0)
+        throw Error("cannot start " + executable.string() + " for job " + job_label(job) + ": " +
+                    std::strerror(errno));
+    // Every signal blocked across fork, so that the child cannot run the runner's handlers
+    // before it has reset them.
+    sigset_t all, original;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &original);
+    const pid_t runner = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid == 0) exec_child(plan, runner, original);
+    const int error = errno;
+    ::pthread_sigmask(SIG_SETMASK, &original, nullptr);
+    if (pid < 0) throw Error("cannot start job " + job_label(job) + ": " + std::strerror(error));
     return pid;
+}
+
+// Where the signal handlers report: the write end of SignalWatch's pipe.
+volatile std::sig_atomic_t signal_pipe = -1;
+
+extern "C" void on_runner_signal(int sig) {
+    const int saved = errno;
+    const char byte = char(sig);
+    [[maybe_unused]] const auto ignored = ::write(signal_pipe, &byte, 1);
+    errno = saved;
+}
+
+// For its lifetime, SIGINT, SIGTERM and SIGCHLD are caught and reported through a pipe
+// (the self-pipe trick): the runner then waits on the pipe instead of dying, whichever of
+// its threads (OpenBLAS starts some) the signal is delivered to, and a signal that arrives
+// just before the wait is not lost.
+class SignalWatch {
+public:
+    SignalWatch() {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0)
+            throw Error(std::string("cannot create a pipe for signals: ") + std::strerror(errno));
+        read_ = fds[0];
+        write_ = fds[1];
+        signal_pipe = write_;
+        struct sigaction action {};
+        action.sa_handler = on_runner_signal;
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = SA_RESTART;
+        for (int i = 0; i < 3; ++i) ::sigaction(signals_[i], &action, &previous_[i]);
+    }
+    ~SignalWatch() {
+        for (int i = 0; i < 3; ++i) ::sigaction(signals_[i], &previous_[i], nullptr);
+        signal_pipe = -1;
+        ::close(read_);
+        ::close(write_);
+    }
+    SignalWatch(const SignalWatch&) = delete;
+    SignalWatch& operator=(const SignalWatch&) = delete;
+
+    /// Waits up to `seconds` for a signal; returns the SIGINT/SIGTERM that arrived (in
+    /// order; SIGCHLD only wakes the caller up).
+    std::vector<int> wait(double seconds) const {
+        pollfd fd{read_, POLLIN, 0};
+        ::poll(&fd, 1, int(seconds * 1000));
+        std::vector<int> stops;
+        char bytes[64];
+        for (ssize_t n; (n = ::read(read_, bytes, sizeof bytes)) > 0;)
+            for (ssize_t i = 0; i < n; ++i)
+                if (bytes[i] == SIGINT || bytes[i] == SIGTERM) stops.push_back(bytes[i]);
+        return stops;
+    }
+
+private:
+    const int signals_[3] = {SIGINT, SIGTERM, SIGCHLD};
+    struct sigaction previous_[3];
+    int read_ = -1, write_ = -1;
+};
+
+const char* signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
 }
 
 // The last few lines of a job's log, for the failure message.
@@ -776,24 +1149,80 @@ private:
 
 }  // namespace
 
-RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& options) {
-    const auto start = std::chrono::steady_clock::now();
-    RunnerSummary summary;
-    summary.total = jobs.size();
+namespace {
+
+// What run_jobs needs from the jobs: which are left, longest first.
+std::vector<std::size_t> jobs_to_run(const std::vector<Job>& jobs, RunnerSummary& summary,
+                                     double& cost) {
     std::vector<std::size_t> todo;
-    double todo_cost = 0;
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         if (job_done(jobs[i])) {
             ++summary.skipped;
             continue;
         }
         todo.push_back(i);
-        todo_cost += jobs[i].estimated_seconds();
+        cost += jobs[i].estimated_seconds();
     }
     // Longest first: with a few workers this keeps the last one from running alone for long.
     std::stable_sort(todo.begin(), todo.end(), [&](std::size_t a, std::size_t b) {
         return jobs[a].estimated_seconds() > jobs[b].estimated_seconds();
     });
+    return todo;
+}
+
+// The child processes of one grid and what became of them.
+class ChildPool {
+public:
+    ChildPool(const std::vector<Job>& jobs, const fs::path& executable)
+        : jobs_(jobs), executable_(executable) {}
+
+    std::size_t size() const { return running_.size(); }
+
+    void start(std::size_t index) {
+        running_.push_back(
+            {spawn_job(jobs_[index], executable_), index, std::chrono::steady_clock::now()});
+    }
+
+    /// Sends `sig` to every running child.
+    void signal_all(int sig) const {
+        for (const auto& c : running_) ::kill(c.pid, sig);
+    }
+
+    /// Reaps the children that have ended: (job index, seconds, failure or "").
+    template <class F>
+    void reap(F&& ended) {
+        for (auto it = running_.begin(); it != running_.end();) {
+            int status = 0;
+            const pid_t pid = ::waitpid(it->pid, &status, WNOHANG);
+            if (pid == 0 || (pid < 0 && errno == EINTR)) {
+                ++it;
+                continue;
+            }
+            const Job& job = jobs_[it->index];
+            const bool ok = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+                            fs::exists(job.result_file());
+            ended(it->index, seconds_since(it->start), pid > 0 ? status : -1,
+                  ok ? std::string()
+                     : (pid > 0 ? describe_exit(status) : std::string("lost")) + ": " +
+                           log_tail(log_file(job)) + " (log: " + log_file(job).string() + ")");
+            it = running_.erase(it);
+        }
+    }
+
+private:
+    const std::vector<Job>& jobs_;
+    fs::path executable_;
+    std::vector<Child> running_;
+};
+
+}  // namespace
+
+RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& options) {
+    const auto start = std::chrono::steady_clock::now();
+    RunnerSummary summary;
+    summary.total = jobs.size();
+    double todo_cost = 0;
+    const std::vector<std::size_t> todo = jobs_to_run(jobs, summary, todo_cost);
     const int parallel = options.executable.empty() ? 1 : std::max(1, options.jobs);
     ProgressLog progress(options.progress, jobs.size(), summary.skipped, todo_cost, parallel);
     progress.started(todo.size());
@@ -803,7 +1232,7 @@ RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& option
             ++summary.finished;
         } else {
             ++summary.failed;
-            summary.failures.push_back(job.experiment + "/" + job.name() + ": " + failure);
+            summary.failures.push_back(job_label(job) + ": " + failure);
         }
     };
     if (options.executable.empty()) {
@@ -817,43 +1246,50 @@ RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& option
             }
             record(jobs[i], seconds_since(t0), failure);
         }
-    } else {
-        std::vector<Child> running;
-        std::size_t next = 0;
-        while (next < todo.size() || !running.empty()) {
-            while (next < todo.size() && running.size() < std::size_t(parallel)) {
-                const Job& job = jobs[todo[next]];
-                try {
-                    running.push_back({spawn_job(job, options.executable), todo[next],
-                                       std::chrono::steady_clock::now()});
-                } catch (const std::exception& e) {
-                    record(job, 0, e.what());
-                }
-                ++next;
+        summary.seconds = seconds_since(start);
+        return summary;
+    }
+    const SignalWatch signals;
+    ChildPool pool(jobs, options.executable);
+    std::size_t next = 0;
+    while (next < todo.size() || pool.size() > 0) {
+        while (summary.interrupted_by == 0 && next < todo.size() &&
+               pool.size() < std::size_t(parallel)) {
+            try {
+                pool.start(todo[next]);
+            } catch (const std::exception& e) {
+                record(jobs[todo[next]], 0, e.what());
             }
-            if (running.empty()) continue;
-            int status = 0;
-            const pid_t pid = waitpid(-1, &status, 0);
-            if (pid < 0) {
-                if (errno == EINTR) continue;
-                throw Error(std::string("waiting for jobs failed: ") + std::strerror(errno));
-            }
-            auto it = std::find_if(running.begin(), running.end(),
-                                   [&](const Child& c) { return c.pid == pid; });
-            if (it == running.end()) continue;  // not one of ours
-            const Job& job = jobs[it->index];
-            const double seconds = seconds_since(it->start);
-            const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-                            fs::exists(job.result_file());
-            record(job, seconds,
-                   ok ? std::string()
-                      : describe_exit(status) + ": " + log_tail(log_file(job)) +
-                            " (log: " + log_file(job).string() + ")");
-            running.erase(it);
+            ++next;
         }
+        if (summary.interrupted_by != 0 && pool.size() == 0) break;
+        if (pool.size() == 0) continue;
+        // The timeout only bounds how late a SIGCHLD lost to a full pipe would be noticed.
+        for (const int sig : signals.wait(1.0)) {
+            // First signal: ask the jobs to stop (a killed job resumes from its checkpoint
+            // next time). A second one: the user insists.
+            pool.signal_all(summary.interrupted_by == 0 ? SIGTERM : SIGKILL);
+            if (summary.interrupted_by == 0) summary.interrupted_by = sig;
+        }
+        pool.reap([&](std::size_t index, double seconds, int status, const std::string& failure) {
+            const bool stopped = summary.interrupted_by != 0 && !failure.empty() &&
+                                 status >= 0 && WIFSIGNALED(status);
+            if (stopped)
+                ++summary.stopped;
+            else
+                record(jobs[index], seconds, failure);
+        });
     }
     summary.seconds = seconds_since(start);
     return summary;
+}
+
+std::string interruption_message(const RunnerSummary& summary) {
+    return std::string("interrupted by ") + signal_name(summary.interrupted_by) + ": stopped " +
+           std::to_string(summary.stopped) + " running job(s); " +
+           std::to_string(summary.finished + summary.skipped) + " of " +
+           std::to_string(summary.total) +
+           " jobs are finished and kept; run the same command again to resume";
 }
 
 }  // namespace minsharp::experiments

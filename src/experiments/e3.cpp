@@ -2,6 +2,7 @@
 
 #include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
+#include "minsharp/random.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/stats.hpp"
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 namespace minsharp::experiments {
 
@@ -214,6 +216,98 @@ std::vector<Correlation> e3_correlations(const std::vector<E3Result>& results) {
                 c.spearman = stats::spearman_rho(values, gap);
             }
             out.push_back(c);
+        }
+    }
+    return out;
+}
+
+namespace {
+
+const double no_value = std::numeric_limits<double>::quiet_NaN();
+
+// τ-b of a quantity against the gap over the given runs; NaN when undefined (fewer than two
+// runs, a constant side, a non-finite value).
+double kendall_of(const std::vector<const E3Result*>& runs, const std::string& measure) {
+    std::vector<double> values, gap;
+    for (const auto* r : runs) {
+        values.push_back(e3_measure(*r, measure));
+        gap.push_back(r->gap());
+    }
+    const bool finite = std::all_of(values.begin(), values.end(),
+                                    [](double v) { return std::isfinite(v); });
+    return runs.size() >= 2 && finite ? stats::kendall_tau_b(values, gap) : no_value;
+}
+
+// The q-quantile (0 ≤ q ≤ 1) of the finite values, by linear interpolation.
+double quantile(std::vector<double> v, double q) {
+    v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); }),
+            v.end());
+    if (v.empty()) return no_value;
+    std::sort(v.begin(), v.end());
+    const double at = q * double(v.size() - 1);
+    const std::size_t lo = std::size_t(at);
+    const std::size_t hi = std::min(lo + 1, v.size() - 1);
+    return v[lo] + (at - double(lo)) * (v[hi] - v[lo]);
+}
+
+// Percentile bootstrap of τ over runs drawn with replacement.
+std::pair<double, double> bootstrap_interval(const std::vector<const E3Result*>& runs,
+                                             const std::string& measure, int resamples) {
+    if (runs.size() < 2 || resamples < 1) return {no_value, no_value};
+    Rng rng(0x5eedb007);  // fixed: the report must not change from one collect to the next
+    std::vector<double> taus;
+    std::vector<const E3Result*> sample(runs.size());
+    for (int b = 0; b < resamples; ++b) {
+        for (auto& s : sample) s = runs[rng.below(runs.size())];
+        taus.push_back(kendall_of(sample, measure));
+    }
+    return {quantile(taus, 0.025), quantile(taus, 0.975)};
+}
+
+void summarize_seeds(SeedSpread& s) {
+    std::vector<double> defined;
+    for (double t : s.per_seed)
+        if (std::isfinite(t)) defined.push_back(t);
+    if (defined.empty()) {
+        s.mean = s.min = s.max = no_value;
+        return;
+    }
+    s.mean = std::accumulate(defined.begin(), defined.end(), 0.0) / double(defined.size());
+    s.min = *std::min_element(defined.begin(), defined.end());
+    s.max = *std::max_element(defined.begin(), defined.end());
+}
+
+}  // namespace
+
+std::vector<SeedSpread> e3_seed_spread(const std::vector<E3Result>& results,
+                                       const std::map<std::string, int>& trials_per_seed,
+                                       int resamples) {
+    std::vector<std::string> models;
+    for (const auto& r : results)
+        if (std::find(models.begin(), models.end(), r.model) == models.end())
+            models.push_back(r.model);
+    std::vector<SeedSpread> out;
+    for (const auto& model : models) {
+        const auto found = trials_per_seed.find(model);
+        const int per_seed = found == trials_per_seed.end() ? 0 : found->second;
+        std::vector<const E3Result*> runs;
+        std::map<int, std::vector<const E3Result*>> by_seed;
+        for (const auto& r : results)
+            if (r.model == model) {
+                runs.push_back(&r);
+                by_seed[base_seed_index(r.trial, per_seed)].push_back(&r);
+            }
+        for (const auto& measure : e3_measure_names()) {
+            SeedSpread s;
+            s.model = model;
+            s.measure = measure;
+            s.runs = runs.size();
+            for (const auto& [seed, seed_runs] : by_seed)
+                s.per_seed.push_back(kendall_of(seed_runs, measure));
+            summarize_seeds(s);
+            s.pooled = kendall_of(runs, measure);
+            std::tie(s.low, s.high) = bootstrap_interval(runs, measure, resamples);
+            out.push_back(s);
         }
     }
     return out;

@@ -192,8 +192,34 @@ std::string e4_csv(const E4Result& r) {
 
 nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nullptr; }
 
+nlohmann::json seed_spread_json(const std::vector<SeedSpread>& spread) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& s : spread) {
+        nlohmann::json per_seed = nlohmann::json::array();
+        for (double t : s.per_seed) per_seed.push_back(finite_or_null(t));
+        j.push_back({{"model", s.model},
+                     {"measure", s.measure},
+                     {"runs", s.runs},
+                     {"kendall_tau_per_base_seed", per_seed},
+                     {"mean", finite_or_null(s.mean)},
+                     {"min", finite_or_null(s.min)},
+                     {"max", finite_or_null(s.max)},
+                     {"all_runs", finite_or_null(s.pooled)},
+                     {"bootstrap_95", {finite_or_null(s.low), finite_or_null(s.high)}}});
+    }
+    return j;
+}
+
+std::string seed_spread_csv(const std::vector<SeedSpread>& spread) {
+    CsvWriter csv({"model", "measure", "base_seed", "kendall_tau"});
+    for (const auto& s : spread)
+        for (std::size_t b = 0; b < s.per_seed.size(); ++b)
+            csv.add_row({s.model, s.measure, std::to_string(b), format_double(s.per_seed[b])});
+    return csv.str();
+}
+
 nlohmann::json results_json(const Collected& c, const std::vector<Correlation>& correlations,
-                            const ReportOptions& options) {
+                            const std::vector<SeedSpread>& spread, const ReportOptions& options) {
     nlohmann::json j;
     j["plan"] = c.plan;
     j["e1"] = nlohmann::json::array();
@@ -209,6 +235,7 @@ nlohmann::json results_json(const Collected& c, const std::vector<Correlation>& 
                                            {"runs", k.runs},
                                            {"kendall_tau", finite_or_null(k.kendall)},
                                            {"spearman_rho", finite_or_null(k.spearman)}});
+    j["e3"]["seed_spread"] = seed_spread_json(spread);
     j["e4"] = c.e4 ? c.e4->to_json() : nlohmann::json(nullptr);
     j["missing"] = c.missing;
     j["problems"] = c.problems;
@@ -255,13 +282,38 @@ struct Figures {
 
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
 
+// The axes' range: every point's Tr H, padded by a factor 3 on both sides of the log axes
+// (and at least a decade wide), so that the diagonal is a visible line even for one point.
+std::pair<double, double> e1_plot_range(const std::vector<E1Result>& rows) {
+    double lo = INFINITY, hi = 0;
+    for (const auto& r : rows)
+        for (double v : {r.brute_trace, r.fast_trace})
+            if (v > 0 && std::isfinite(v)) {
+                lo = std::min(lo, v);
+                hi = std::max(hi, v);
+            }
+    if (!(hi > 0)) return {0.1, 10.0};
+    const double middle = std::sqrt(lo * hi);
+    lo = std::min(lo / 3.0, middle / std::sqrt(10.0));
+    hi = std::max(hi * 3.0, middle * std::sqrt(10.0));
+    return {lo, hi};
+}
+
 void e1_figure(Figures& f, const std::vector<E1Result>& rows) {
     std::map<std::string, std::string> per_model;
     for (const auto& r : rows)
         per_model[r.model] += format_double(r.brute_trace) + " " + format_double(r.fast_trace) +
                               " " + std::to_string(r.n) + "\n";
-    std::vector<std::pair<std::string, std::string>> data;
-    std::string plot = "plot x w l lc rgb 'gray' dt 2 title 'fast = brute force'";
+    // The diagonal as two explicit points: gnuplot would sample `plot x` only over the
+    // points' own range, which is empty for a single point.
+    const auto [lo, hi] = e1_plot_range(rows);
+    std::vector<std::pair<std::string, std::string>> data = {
+        {"e1_diagonal.dat", format_double(lo) + " " + format_double(lo) + "\n" +
+                                format_double(hi) + " " + format_double(hi) + "\n"}};
+    const std::string range = "[" + format_double(lo) + ":" + format_double(hi) + "]";
+    std::string plot = "set xrange " + range + "\nset yrange " + range + "\nplot " +
+                       quoted(f.dir / "e1_diagonal.dat") +
+                       " u 1:2 w l lc rgb 'gray' dt 2 lw 1.5 title 'fast = brute force'";
     int style = 7;
     for (const auto& [model, text] : per_model) {
         const std::string file = "e1_" + model + ".dat";
@@ -428,6 +480,59 @@ const nlohmann::json* grid_of(const nlohmann::json& plan, const std::string& mod
     return nullptr;
 }
 
+// model → trials per base seed, from the plan's E3 grids (empty without a plan).
+std::map<std::string, int> trials_per_seed(const nlohmann::json& plan) {
+    std::map<std::string, int> out;
+    if (!plan.is_object() || !plan.contains("profile")) return out;
+    for (const auto& g : plan["profile"]["e3"]) out[g["train"]["model"]] = g["trials"].get<int>();
+    return out;
+}
+
+const SeedSpread* spread_of(const std::vector<SeedSpread>& all, const std::string& model,
+                            const std::string& measure) {
+    for (const auto& s : all)
+        if (s.model == model && s.measure == measure) return &s;
+    return nullptr;
+}
+
+std::string joined_taus(const std::vector<double>& taus) {
+    std::string out;
+    for (double t : taus) out += (out.empty() ? "" : ", ") + fixed2(t);
+    return out;
+}
+
+// The τ of every quantity per base seed, with mean/min/max and the bootstrap interval: how
+// much of a single grid's τ is the luck of its seeds (and of the CPU's float summation
+// order, which changes the trained networks just as a seed does).
+std::string seed_spread_table(const std::vector<SeedSpread>& spread) {
+    bool several = false;
+    for (const auto& sp : spread) several = several || sp.per_seed.size() > 1;
+    if (!several) return "";
+    std::string s = "Kendall τ per base seed. Base seed b is the grid run with seeds "
+                    "seed + b·trials + t (t < trials per ratio), i.e. the same grid drawn "
+                    "again. The bootstrap interval (95%, percentile, 2,000 resamples) draws "
+                    "all runs of the model with replacement; the last columns are τ over all "
+                    "runs together, which also counts pairs of runs from different seeds.\n\n";
+    s += table_header({"model", "quantity", "τ per base seed", "mean", "min", "max",
+                       "τ all runs", "95% bootstrap"});
+    for (const auto& sp : spread) {
+        if (sp.per_seed.size() < 2) continue;
+        const std::string name = sp.measure == "train_loss" ? "final train loss (baseline)"
+                                                            : sp.measure;
+        s += table_row({sp.model, name, joined_taus(sp.per_seed), fixed2(sp.mean),
+                        fixed2(sp.min), fixed2(sp.max),
+                        fixed2(sp.pooled) + " (" + std::to_string(sp.runs) + " runs)",
+                        "[" + fixed2(sp.low) + ", " + fixed2(sp.high) + "]"});
+    }
+    return s + "\n";
+}
+
+// " under each of B base seeds" for a grid repeated under several base seeds.
+std::string base_seeds_text(const nlohmann::json& grid) {
+    const int b = grid.value("base_seeds", 1);
+    return b > 1 ? " under each of " + std::to_string(b) + " base seeds" : "";
+}
+
 std::string profile_section(const nlohmann::json& plan) {
     std::string s = "## Profile and why\n\n";
     if (!plan.is_object() || !plan.contains("profile"))
@@ -463,7 +568,8 @@ std::string profile_section(const nlohmann::json& plan) {
              (t["test_size"].get<std::size_t>() == 0 ? std::string("all")
                                                     : std::to_string(t["test_size"].get<std::size_t>())) +
              " test images, ratios {" + ratios + "}, " + std::to_string(g["trials"].get<int>()) +
-             " trial(s), " + std::to_string(t["epochs"].get<int>()) + " epochs for every run, batch " +
+             " trial(s)" + base_seeds_text(g) + ", " + std::to_string(t["epochs"].get<int>()) +
+             " epochs for every run, batch " +
              std::to_string(t["batch_size"].get<std::size_t>()) + ", lr " +
              format_double(t["sgd"]["lr"].get<double>()) + " / (1 + " +
              format_double(t["sgd"]["lr_decay"].get<double>()) + "·step), momentum " +
@@ -527,7 +633,7 @@ std::string e1_section(const std::vector<E1Result>& rows, const std::vector<fs::
     }
     s += "\nLargest relative difference over all trials: **" + sci(worst) + "** (" +
          (worst <= 1e-5 ? "within" : "NOT within") +
-         " the 1e-5 the issue asks for; " +
+         " the 1e-5 asked of it; " +
          (worst <= 1e-5 ? std::string("the residual is the rounding error of the central "
                                       "differences, ~1e-16·|g|/step")
                         : std::string("a brute-force difference that straddles a kink is "
@@ -571,7 +677,7 @@ std::string e2_section(const std::vector<E2Result>& rows, const std::vector<fs::
     s += "\nBetween outliers the estimators' error falls roughly like 1/√samples (slope −½ "
          "on the log–log plot), so each extra digit costs 100× the time, while the exact "
          "diagonal costs K backward passes once. All three estimators difference gradients "
-         "(SCIENCE.md §5), so a sample whose perturbation straddles a ReLU or max-pool kink "
+         "along random probes, so a sample whose perturbation straddles a ReLU or max-pool kink "
          "returns the gradient's jump over the step: a huge outlier that then decays only as "
          "1/samples (the jumps in some curves). The exact method has no such failure mode.\n\n";
     s += figure_link(drawn, "e2_error_vs_time", "E2 error vs time");
@@ -579,7 +685,8 @@ std::string e2_section(const std::vector<E2Result>& rows, const std::vector<fs::
 }
 
 std::string e3_section(const std::vector<E3Result>& rows, const std::vector<Correlation>& corr,
-                       const std::vector<fs::path>& drawn, const nlohmann::json& plan) {
+                       const std::vector<SeedSpread>& spread,
+                       const std::vector<fs::path>& drawn) {
     std::string s = "## E3: randomized labels — does the measure rank the generalization gap?\n\n";
     if (rows.empty()) return s + "No E3 results.\n\n";
     s += "Kendall τ-b and Spearman ρ between each quantity and the gap (train accuracy on the "
@@ -589,7 +696,8 @@ std::string e3_section(const std::vector<E3Result>& rows, const std::vector<Corr
     for (const auto& c : corr)
         s += table_row({c.model, std::to_string(c.runs), c.measure == "train_loss" ? "final train loss (baseline)" : c.measure,
                         fixed2(c.kendall), fixed2(c.spearman)});
-    s += "\nMeans per label-noise ratio:\n\n";
+    s += "\n" + seed_spread_table(spread);
+    s += "Means per label-noise ratio:\n\n";
     s += table_header({"model", "r", "runs", "train acc", "test acc", "gap", "train loss", "Tr H",
                        "MS", "MS node", "normalized", "MS / loss"});
     const auto summary = summarize_e3(rows);
@@ -637,20 +745,33 @@ std::string e3_section(const std::vector<E3Result>& rows, const std::vector<Corr
     }
     std::set<std::string> models;
     for (const auto& r : rows) models.insert(r.model);
-    for (const auto& model : models) {
-        s += figure_link(drawn, "e3_" + model, "E3 " + model);
-        (void)plan;
-    }
+    for (const auto& model : models) s += figure_link(drawn, "e3_" + model, "E3 " + model);
     return s;
 }
 
+// Whether τ(MS, gap) reaches `goal`: for every base seed when there are several.
+std::string goal_verdict(const SeedSpread* spread, double tau, double goal) {
+    if (spread && spread->per_seed.size() > 1) {
+        std::size_t reached = 0;
+        for (double t : spread->per_seed) reached += t >= goal;
+        return (reached == spread->per_seed.size() ? "reached for every one of the "
+                                                   : "reached for " + std::to_string(reached) +
+                                                         " of the ") +
+               std::to_string(spread->per_seed.size()) + " base seeds (τ " +
+               joined_taus(spread->per_seed) + "; mean " + fixed2(spread->mean) + ", min " +
+               fixed2(spread->min) + ")";
+    }
+    return std::string(tau >= goal ? "reached" : "not reached") + " with this grid (one base "
+           "seed: a grid of a dozen runs moves by a swapped pair or two between seeds or CPUs)";
+}
+
 std::string paper_section(const std::vector<E3Result>& rows, const std::vector<Correlation>& corr,
-                          const nlohmann::json& plan) {
+                          const std::vector<SeedSpread>& spread, const nlohmann::json& plan) {
     std::string s = "## Side by side with the paper\n\n";
     if (rows.empty()) return s + "No E3 results to compare.\n\n";
-    s += "Reference values read from the authors' archives (SCIENCE.md §6: 60,000 MNIST "
-         "images, 11 ratios × 10 trials, batch 1,024, MLP 3,000 epochs at lr 0.1, LeNet "
-         "1,000 epochs at lr 0.01).\n\n";
+    s += "Reference values of the paper (Ibayashi et al., 2021, read from the authors' result "
+         "archives: 60,000 MNIST images, 11 ratios × 10 trials, batch 1,024, MLP 3,000 epochs "
+         "at lr 0.1, LeNet 1,000 epochs at lr 0.01).\n\n";
     s += table_header({"model", "", "τ(MS, gap)", "τ(normalized, gap)", "τ(train loss, gap)",
                        "mean MS r=0 → r=1", "mean gap r=0 → r=1"});
     const auto summary = summarize_e3(rows);
@@ -696,8 +817,9 @@ std::string paper_section(const std::vector<E3Result>& rows, const std::vector<C
                            format_double(ref->lr) + "; ";
             if ((*g)["ratios"].size() != 11)
                 setting += std::to_string((*g)["ratios"].size()) + " ratios instead of 11; ";
-            if ((*g)["trials"].get<int>() != 10)
-                setting += std::to_string((*g)["trials"].get<int>()) + " trials instead of 10; ";
+            const int runs_per_ratio = (*g)["trials"].get<int>() * (*g).value("base_seeds", 1);
+            if (runs_per_ratio != 10)
+                setting += std::to_string(runs_per_ratio) + " runs per ratio instead of 10; ";
         }
         notes += "- **" + model + "**: ";
         notes += setting.empty() ? "same settings as the paper. "
@@ -718,7 +840,7 @@ std::string paper_section(const std::vector<E3Result>& rows, const std::vector<C
         if (std::isfinite(tau_ms))
             notes += "The project's goal for this model is τ(MS, gap) ≥ " + fixed2(goal) +
                      (model == "mlp" ? " (quick profile)" : " (standard profile)") + ": " +
-                     (tau_ms >= goal ? "reached" : "not reached") + " with this grid. ";
+                     goal_verdict(spread_of(spread, model, "ms"), tau_ms, goal) + ". ";
         notes += "MS magnitudes depend on N, training length and how far each run got towards "
                  "memorizing its labels, so only the trend, not the values, is comparable; our "
                  "MS is the exact minimum, the authors' 10,000 gradient steps give upper bounds.\n";
@@ -763,14 +885,14 @@ std::string e4_section(const std::optional<E4Result>& r, const std::vector<fs::p
     }
     s += "\nLayer-wise MS is invariant only under layer-wise transformations: a node-wise "
          "transformation is outside its symmetry group, so it may change (that is what the "
-         "node-wise MS fixes, SCIENCE.md §3). Normalized sharpness is invariant under both, as "
+         "node-wise MS fixes). Normalized sharpness is invariant under both, as "
          "Tsuzuku et al. designed it.\n\n" +
          figure_link(drawn, "e4_scale_invariance", "E4 scale invariance");
     return s;
 }
 
 std::string report_markdown(const Collected& c, const std::vector<Correlation>& corr,
-                            const ReportOutcome& outcome, const std::vector<std::string>& figure_failures,
+                            const std::vector<SeedSpread>& spread, const ReportOutcome& outcome, const std::vector<std::string>& figure_failures,
                             const ReportOptions& options) {
     std::string s = "# minsharp: reproducing *Minimum sharpness* (Ibayashi et al., 2021)\n\n";
     const std::time_t now = std::time(nullptr);
@@ -798,14 +920,15 @@ std::string report_markdown(const Collected& c, const std::vector<Correlation>& 
              "gnuplot-nox and rerun with --collect to draw them).\n\n";
     for (const auto& f : figure_failures) s += "Figure failed: " + f + "\n\n";
     s += profile_section(c.plan);
-    s += e3_section(c.e3, corr, outcome.figures, c.plan);
-    s += paper_section(c.e3, corr, c.plan);
+    s += e3_section(c.e3, corr, spread, outcome.figures);
+    s += paper_section(c.e3, corr, spread, c.plan);
     s += e1_section(c.e1, outcome.figures);
     s += e2_section(c.e2, outcome.figures);
     s += e4_section(c.e4, outcome.figures);
-    s += "## Files\n\n`e1.csv`, `e2.csv`, `e3.csv`, `e3_correlations.csv`, `e4.csv` (one row per "
-         "trial / run / point), `results.json` (everything, including the plan), `figures/` "
-         "(PNGs with their gnuplot scripts and data), and one folder per run under "
+    s += "## Files\n\n`e1.csv`, `e2.csv`, `e3.csv`, `e3_correlations.csv`, `e3_tau_by_seed.csv`, "
+         "`e4.csv` (one row per trial / run / point / base seed), `results.json` (everything, "
+         "including the plan), `figures/` (PNGs with their gnuplot scripts and data), and one "
+         "folder per run under "
          "`e*/runs/` (training config, metrics.jsonl, checkpoints, the run's JSON result).\n";
     return s;
 }
@@ -817,12 +940,14 @@ ReportOutcome write_report(const fs::path& dir, const Collected& c, const Report
     if (!c.e1.empty()) write_file_atomic(dir / "e1.csv", results_csv(c.e1));
     if (!c.e2.empty()) write_file_atomic(dir / "e2.csv", e2_csv(c.e2));
     const std::vector<Correlation> corr = e3_correlations(c.e3);
+    const std::vector<SeedSpread> spread = e3_seed_spread(c.e3, trials_per_seed(c.plan));
     if (!c.e3.empty()) {
         write_file_atomic(dir / "e3.csv", results_csv(c.e3));
         write_file_atomic(dir / "e3_correlations.csv", correlations_csv(corr));
+        write_file_atomic(dir / "e3_tau_by_seed.csv", seed_spread_csv(spread));
     }
     if (c.e4) write_file_atomic(dir / "e4.csv", e4_csv(*c.e4));
-    write_json(dir / "results.json", results_json(c, corr, options));
+    write_json(dir / "results.json", results_json(c, corr, spread, options));
 
     Figures figures{dir / "figures", find_gnuplot(), {}, {}};
     outcome.gnuplot = !figures.gnuplot.empty();
@@ -835,7 +960,8 @@ ReportOutcome write_report(const fs::path& dir, const Collected& c, const Report
     }
     outcome.figures = figures.drawn;
     outcome.report = dir / "report.md";
-    write_file_atomic(outcome.report, report_markdown(c, corr, outcome, figures.failures, options));
+    write_file_atomic(outcome.report,
+                      report_markdown(c, corr, spread, outcome, figures.failures, options));
     return outcome;
 }
 

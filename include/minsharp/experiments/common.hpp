@@ -1,7 +1,8 @@
-// The experiments of SCIENCE.md §6 as a grid of independent jobs: profiles (how big each
-// experiment is), jobs (one training run or one measurement, each writing its own folder),
-// self-contained job command lines for --plan, and a runner that executes jobs as child
-// processes with a progress line and skips the ones already finished.
+// The experiments of the Minimum Sharpness paper (Ibayashi, Hamaguchi and Imaizumi,
+// arXiv:2106.12612) as a grid of independent jobs: profiles (how big each experiment is),
+// jobs (one training run or one measurement, each writing its own folder), self-contained
+// job command lines for --plan, and a runner that executes jobs as child processes with a
+// progress line and skips the ones already finished.
 #pragma once
 
 #include "minsharp/optim.hpp"
@@ -18,8 +19,9 @@
 
 namespace minsharp::experiments {
 
-/// How one network is trained in E3/E4 (every run of a grid uses the same settings,
-/// in particular the same fixed number of epochs: SCIENCE.md §7).
+/// How one network is trained in E3/E4. Every run of a grid uses the same settings, in
+/// particular the same fixed number of epochs: stopping each run when it reaches 100%
+/// training accuracy would rank the runs by how long they trained.
 struct TrainSpec {
     std::string model;           ///< zoo name
     std::size_t train_size = 0;  ///< N: the first N training images (measures use the same N)
@@ -32,12 +34,17 @@ struct TrainSpec {
     nlohmann::json to_json() const;
 };
 
-/// An E3 grid: one model at several label-noise ratios, `trials` seeds each.
+/// An E3 grid: one model at several label-noise ratios, `trials` seeds each, repeated
+/// under `base_seeds` base seeds. Base seed b (0-based) runs trials b·trials … (b+1)·trials−1,
+/// i.e. seeds profile.seed + b·trials + t: the grid a profile with seed profile.seed +
+/// b·trials would run. Kendall τ is reported per base seed, so its spread over base seeds
+/// shows how much of it is luck of the draw.
 struct GridSpec {
     TrainSpec train;
     std::vector<double> ratios;
-    int trials = 1;
-    std::string why;  ///< the reason for these choices, quoted in the report
+    int trials = 1;      ///< per ratio and base seed
+    std::string why;     ///< the reason for these choices, quoted in the report
+    int base_seeds = 1;  ///< repetitions of the whole grid under different seeds
     nlohmann::json to_json() const;
 };
 
@@ -76,7 +83,7 @@ struct E4Spec {
 struct Profile {
     std::string name;
     std::string summary;       ///< one paragraph: what it is for, its time budget
-    std::uint64_t seed = 0;    ///< trial t uses seed + t
+    std::uint64_t seed = 0;    ///< trial t uses seed + t (E3: see GridSpec::base_seeds)
     E1Spec e1;
     E2Spec e2;
     std::vector<GridSpec> e3;
@@ -169,14 +176,67 @@ std::string plan_text(const std::vector<Job>& jobs, const std::filesystem::path&
 void write_plan_json(const Profile& profile, const PlanSettings& settings,
                      const std::vector<Job>& jobs);
 
-/// True when job.result_file() exists. Throws Error when it exists but was produced with
-/// another identity (e.g. a different profile into the same DIR), since reusing it would
-/// silently mix settings.
+/// The E3 base seed (0-based) a trial belongs to when each base seed runs
+/// `trials_per_seed` trials (GridSpec::base_seeds).
+int base_seed_index(int trial, int trials_per_seed);
+
+/// The JSON of the profile and dataset that decide every job's identity: the profile without
+/// its prose (reasons and summary, which may be reworded without changing a result).
+nlohmann::json plan_fingerprint(const nlohmann::json& profile, const std::string& dataset);
+
+/// Refuses to put `profile` on `settings.dataset` into a folder whose plan.json was written
+/// for another profile or dataset: its results would be reported under the new profile's
+/// name. Throws Error naming both and the way out (another --out, or --force).
+void check_same_plan(const Profile& profile, const PlanSettings& settings);
+
+/// The experiments an earlier plan.json of DIR selected (empty when there is none), so that
+/// running `--experiments e3` after `--experiments e1` keeps E1 in the plan.
+std::vector<std::string> planned_experiments(const std::filesystem::path& dir);
+
+/// Deletes what a grid writes into DIR (run folders, plan, CSVs, results, report, figures)
+/// and nothing else: `--force` starts over with this.
+void clear_outputs(const std::filesystem::path& dir);
+
+/// An exclusive, non-blocking flock on DIR/.lock for its lifetime, so that two runs never
+/// compute the same jobs into one folder. The file holds the owner's pid for the message.
+class OutputLock {
+public:
+    /// Throws Error "another reproduce_experiments (pid N) is running in DIR" when held.
+    explicit OutputLock(const std::filesystem::path& dir);
+    ~OutputLock();
+    OutputLock(const OutputLock&) = delete;
+    OutputLock& operator=(const OutputLock&) = delete;
+
+private:
+    int fd_ = -1;
+};
+
+/// True when job.result_file() exists and holds this job's result. A result file that cannot
+/// be read (empty, truncated, not a result) counts as not done: a warning naming the file goes
+/// to stderr and the job is recomputed. Throws Error when the file was produced with another
+/// identity (e.g. a different profile into the same DIR), since reusing it would silently mix
+/// settings.
 bool job_done(const Job& job);
 
 /// Executes one job in this process (training + measures for E3), writing its folder.
 /// Does nothing when it is already done.
 void run_job(const Job& job);
+
+/// What `reproduce_experiments run` does: says "job X already done" for a finished job,
+/// else runs it with its output (epoch lines, errors) appended to <folder>/job.log and echoed
+/// to stdout with a "[e3/mlp-r0.2-t0] " prefix, so that the lines of jobs run side by side
+/// (GNU parallel) can be told apart. When stdout already is that job.log (the runner opens
+/// it for its children), the output goes there only.
+void run_job_with_log(const Job& job);
+
+/// A command-line key of a job and what it means, for `run --help`.
+struct JobOption {
+    std::string key;  ///< without the leading "--"
+    std::string help;
+};
+
+/// Every key job_arguments can write, in order.
+std::vector<JobOption> job_options();
 
 /// Number of processors this process may use (≥ 1).
 int available_cores();
@@ -192,6 +252,8 @@ struct RunnerOptions {
 
 struct RunnerSummary {
     std::size_t total = 0, skipped = 0, finished = 0, failed = 0;
+    std::size_t stopped = 0;  ///< running jobs stopped by an interruption (not failures)
+    int interrupted_by = 0;   ///< SIGINT or SIGTERM when the grid was interrupted, else 0
     double seconds = 0;
     std::vector<std::string> failures;  ///< "<job>: <reason> (log: <file>)"
 };
@@ -200,7 +262,15 @@ struct RunnerSummary {
 /// (each with OPENBLAS_NUM_THREADS = job.threads, output in <folder>/job.log), or one after
 /// the other in this process when no executable is given. A failed job does not stop the
 /// others; failures are listed in the summary.
+///
+/// Child processes die with the runner, even by kill -9 (PR_SET_PDEATHSIG). SIGINT or
+/// SIGTERM to the runner stops the grid: no new job starts, the running ones get SIGTERM
+/// (a second signal: SIGKILL) and are waited for, finished jobs are kept, and the summary
+/// says which signal it was.
 RunnerSummary run_jobs(const std::vector<Job>& jobs, const RunnerOptions& options);
+
+/// One line for an interrupted grid: the signal, what was stopped, what is kept.
+std::string interruption_message(const RunnerSummary& summary);
 
 /// The job's n training images drawn at random (seeded by job.seed), with their labels, as
 /// E1 and E2 use them (the same job seed and n give the same images in both).

@@ -1,5 +1,6 @@
-// E1 (SCIENCE.md §6): the fast exact Hessian diagonal against the brute-force reference on
-// SmallMLP / SmallCNN at random init — time of each, Tr H, and how far apart they are.
+// E1 of the paper (Ibayashi et al., 2021, arXiv:2106.12612): the fast exact Hessian diagonal
+// against the brute-force reference on SmallMLP / SmallCNN at random init — time of each, Tr H,
+// and how far apart they are.
 #pragma once
 
 #include "minsharp/experiments/common.hpp"

@@ -1,7 +1,8 @@
-// E2 (SCIENCE.md §6): how fast the randomized estimators approach the exact Hessian
-// diagonal — error against wall time for Tsuzuku et al.'s finite-difference estimators
-// ("arXiv": Gaussian probes; "ICML": Rademacher probes, relative step, final ReLU) and the
-// Hutchinson trace estimate, with the exact method as the reference point.
+// E2 of the paper (Ibayashi et al., 2021, arXiv:2106.12612): how fast the randomized estimators
+// approach the exact Hessian diagonal — error against wall time for Tsuzuku et al.'s
+// finite-difference estimators ("arXiv": Gaussian probes; "ICML": Rademacher probes, relative
+// step, final ReLU) and the Hutchinson trace estimate, with the exact method as the reference
+// point.
 #pragma once
 
 #include "minsharp/experiments/common.hpp"

@@ -1,13 +1,14 @@
-// E3 (SCIENCE.md §6): the randomized-label grid. Each run trains a network on labels of
-// which a fraction `ratio` is permuted, then measures, on the same training inputs, the
-// final training loss, accuracies and the sharpness measures; the report ranks every
-// measure against the generalization gap (Kendall τ, Spearman ρ) per model.
+// E3 of the paper (Ibayashi et al., 2021, arXiv:2106.12612): the randomized-label grid. Each
+// run trains a network on labels of which a fraction `ratio` is permuted, then measures, on the
+// same training inputs, the final training loss, accuracies and the sharpness measures; the
+// report ranks every measure against the generalization gap (Kendall τ, Spearman ρ) per model.
 #pragma once
 
 #include "minsharp/experiments/common.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,24 @@ struct Correlation {
 
 /// One Correlation per (model, quantity), models in order of first appearance.
 std::vector<Correlation> e3_correlations(const std::vector<E3Result>& results);
+
+/// How much Kendall τ(quantity, gap) depends on the draw: τ of each base seed's grid
+/// (GridSpec::base_seeds), their mean, min and max, and a bootstrap interval over runs.
+struct SeedSpread {
+    std::string model, measure;
+    std::size_t runs = 0;         ///< all runs of the model
+    std::vector<double> per_seed; ///< τ over the runs of base seed 0, 1, …
+    double mean = 0, min = 0, max = 0;  ///< over per_seed (NaN when none is defined)
+    double pooled = 0;            ///< τ over all runs
+    double low = 0, high = 0;     ///< 95% percentile bootstrap interval of the pooled τ
+};
+
+/// One SeedSpread per (model, quantity). A run's base seed is trial / trials_per_seed[model]
+/// (a model missing from the map is one base seed). The bootstrap draws runs with
+/// replacement `resamples` times from a fixed seed, so the interval is reproducible.
+std::vector<SeedSpread> e3_seed_spread(const std::vector<E3Result>& results,
+                                       const std::map<std::string, int>& trials_per_seed,
+                                       int resamples = 2000);
 
 /// Loss, accuracies (in double) and every measure of a trained model on its training set.
 E3Result measure_trained_model(const Sequential<float>& model, const PreparedData& data,

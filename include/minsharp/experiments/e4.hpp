@@ -1,6 +1,7 @@
-// E4 (SCIENCE.md §6): the scale-invariance demonstration. A trained network is rescaled
-// layer-wise and node-wise with factors from 1e-3 to 1e3: the outputs do not change, Tr H
-// changes by orders of magnitude, minimum sharpness does not.
+// E4 of the paper (Ibayashi et al., 2021, arXiv:2106.12612): the scale-invariance
+// demonstration. A trained network is rescaled layer-wise and node-wise with factors from 1e-3
+// to 1e3: the outputs do not change, Tr H changes by orders of magnitude, minimum sharpness
+// does not.
 #pragma once
 
 #include "minsharp/experiments/common.hpp"

@@ -1,5 +1,5 @@
 // From finished run folders to the deliverables: e1.csv … e4.csv, e3_correlations.csv,
-// results.json, gnuplot figures and report.md (SCIENCE.md §6 reference numbers side by side).
+// results.json, gnuplot figures and report.md (the paper's numbers side by side).
 #pragma once
 
 #include "minsharp/experiments/e1.hpp"
