@@ -1,5 +1,6 @@
 #include "minsharp/tape.hpp"
 
+#include "minsharp/checked.hpp"
 #include "minsharp/ops.hpp"
 
 #include <algorithm>
@@ -31,7 +32,8 @@ std::string to_string(OpKind kind) {
 }
 
 std::size_t Window::output_extent(std::size_t input_extent, std::string_view what) const {
-    const std::size_t padded = input_extent + 2 * padding;
+    const std::size_t padded =
+        checked_add(input_extent, checked_mul(2, padding, "padding"), "padded extent");
     if (kernel == 0 || stride == 0 || padded < kernel)
         throw ShapeError(std::string(what) + ": window of size " + std::to_string(kernel) +
                          " (stride " + std::to_string(stride) + ", padding " +

@@ -4,6 +4,7 @@
 #include "minsharp/experiments/e2.hpp"
 #include "minsharp/experiments/e3.hpp"
 #include "minsharp/experiments/e4.hpp"
+#include "minsharp/checked.hpp"
 #include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/parallel.hpp"
@@ -21,12 +22,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -351,25 +354,27 @@ bool e2_only(const std::string& e) { return e == "e2"; }
 bool e3_only(const std::string& e) { return e == "e3"; }
 bool e4_only(const std::string& e) { return e == "e4"; }
 
+// Whole numbers are plain digits (no sign, spaces or exponent: "-1" must not wrap to 2^64 − 1);
+// real numbers must be finite.
 template <class T>
 T parse_number(const std::string& key, const std::string& text) {
-    std::size_t used = 0;
-    T value{};
-    try {
-        if constexpr (std::is_floating_point_v<T>)
-            value = static_cast<T>(std::stod(text, &used));
-        else if constexpr (std::is_signed_v<T>)
-            value = static_cast<T>(std::stoll(text, &used));
-        else {
-            if (!text.empty() && text[0] == '-') throw std::invalid_argument("negative");
-            value = static_cast<T>(std::stoull(text, &used));
+    const std::string what = "job argument --" + key;
+    if constexpr (std::is_integral_v<T>) {
+        return static_cast<T>(
+            parse_whole_number(text, what, 0, std::uint64_t(std::numeric_limits<T>::max())));
+    } else {
+        std::size_t used = 0;
+        double value = 0;
+        try {
+            value = std::stod(text, &used);
+        } catch (const std::exception&) {
+            used = 0;
         }
-    } catch (const std::exception&) {
-        used = 0;
+        const bool plain = !text.empty() && !std::isspace(static_cast<unsigned char>(text[0]));
+        if (!plain || used != text.size() || !std::isfinite(value))
+            throw Error(what + ": '" + text + "' is not a finite number");
+        return static_cast<T>(value);
     }
-    if (used != text.size() || text.empty())
-        throw Error("job argument --" + key + ": '" + text + "' is not a valid number");
-    return value;
 }
 
 std::string join_doubles(const std::vector<double>& v) {
