@@ -97,9 +97,12 @@ public:
         inside_ = (lane >= Floats<A>(float(lo))) & (lane < Floats<A>(float(hi)));
     }
 
+    // The lanes left out load as +0 (no bits set): or-ing in the fill's bits there is one
+    // instruction (a blend is up to three on recent Intel cores).
     Floats<A> load(const float* row, long offset, float fill) const {
         const Floats<A> v = _mm256_maskload_ps(address(row, offset), _mm256_castps_si256(inside_));
-        return xsimd::select(inside_, v, Floats<A>(fill));
+        const Floats<A> inside_bits(static_cast<__m256>(inside_));
+        return v | (Floats<A>(fill) & ~inside_bits);
     }
 
 private:
