@@ -5,7 +5,9 @@
 //
 // The environment variable MINSHARP_SIMD caps the choice, for tests and benchmarks:
 // MINSHARP_SIMD=avx2 runs the AVX2 kernels on an AVX-512 CPU (and SSE2 on a CPU without
-// AVX2). Values: auto (the default), avx512, avx2, sse2, scalar.
+// AVX2). Values: auto (the default), avx512, avx2, sse2, scalar; it is read at the first
+// kernel call, and an unknown value is reported on stderr and ignored. Other CPUs than x86-64
+// have the scalar kernels only.
 #pragma once
 
 #include <string>

@@ -33,7 +33,9 @@ std::size_t rank(std::string_view isa) {
 
 bool cpu_runs(const FloatKernels& k) {
 #if defined(MINSHARP_X86_KERNELS)
-    // libgcc's checks include the operating system's support of the wider registers.
+    // libgcc's checks include the operating system's support of the wider registers. Its
+    // initialization may not have run yet if a static constructor gets here first.
+    __builtin_cpu_init();
     const std::string_view isa = k.isa;
     if (isa == "avx512") return __builtin_cpu_supports("avx512f");
     if (isa == "avx2") return __builtin_cpu_supports("avx2");
