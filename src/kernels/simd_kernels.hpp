@@ -222,7 +222,9 @@ struct ColumnRows {
     const float* cols;
     size_t ld, k, wo, y, ky_lo, ky_hi;
 
-    const float* row(size_t ky, size_t kx) const { return cols + (ky * k + kx) * ld + (y - ky) * wo; }
+    const float* row(size_t ky, size_t kx) const {
+        return cols + (ky * k + kx) * ld + (y - ky) * wo;
+    }
 };
 
 // sum += the column rows (ky, kx) for every ky, shifted to image columns [x0, x0 + W).
