@@ -1,13 +1,10 @@
 // im2col / col2im for the GEMM form of conv2d (declared in ops.hpp).
 #include "minsharp/ops.hpp"
 
-#include <algorithm>
-#include <cstdint>
-#include <vector>
+#include "kernels/float_kernels.hpp"
 
-#if defined(__AVX512F__)
-#include "avx512.hpp"
-#endif
+#include <algorithm>
+#include <vector>
 
 namespace minsharp {
 
@@ -91,82 +88,17 @@ void col2im_dense(const T* __restrict cols, std::size_t ld, std::size_t channels
             }
 }
 
-#if defined(__AVX512F__)
-// The float rows again with AVX-512: a row of 23 floats (LeNet conv2) is two overlapping
-// vectors, one of 7 a masked vector, instead of a vector and a scalar tail, and
-// col2im sums the k shifted contributions to a destination row in registers (per-row
-// read-modify-writes that overlap by one float stalled on store forwarding). Measured on
-// one core per image: LeNet conv2 im2col 10.5 → 6.2 µs, col2im 12.8 → 8.0 µs; conv3
-// 7.2 → 2.7 and 9.1 → 3.7 µs.
-
-using avx512::lane_mask;
-
-// src + offset, where offset may point before src: only lanes inside the row are loaded.
-inline const float* shifted(const float* src, long offset) {
-    return reinterpret_cast<const float*>(reinterpret_cast<std::uintptr_t>(src) +
-                                          std::uintptr_t(offset * long(sizeof(float))));
-}
-
-// Rows of 16 floats or more as unmasked vectors, the last one overlapping the one before.
-inline void copy_row(const float* src, std::size_t n, float* dst) {
-    if (n < 16) {
-        const __mmask16 m = lane_mask(0, long(n));
-        _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
-        return;
-    }
-    for (std::size_t j = 0; j + 16 < n; j += 16)
-        _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
-    _mm512_storeu_ps(dst + n - 16, _mm512_loadu_ps(src + n - 16));
-}
-
+// The float rows go to the vector kernels of the running CPU (src/kernels), overloads
+// chosen over the templates above.
 void im2col_dense(const float* image, std::size_t channels, std::size_t height,
                   std::size_t width, std::size_t k, float* cols, std::size_t ld) {
-    const std::size_t ho = height - k + 1, wo = width - k + 1;
-    for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t ky = 0; ky < k; ++ky)
-            for (std::size_t kx = 0; kx < k; ++kx) {
-                float* row = cols + ((c * k + ky) * k + kx) * ld;
-                for (std::size_t oy = 0; oy < ho; ++oy)
-                    copy_row(image + (c * height + oy + ky) * width + kx, wo, row + oy * wo);
-            }
+    kernels::float_kernels().im2col_dense(image, channels, height, width, k, cols, ld);
 }
 
-// Image row (c, y) += Σ over (ky, kx) of column row (c, ky, kx) at oy = y − ky, shifted
-// right by kx; 16 image columns at a time, summed in registers. (Adding each column row
-// into the image in turn is 2.6× slower: the overlapping read-modify-writes of one image
-// row stall on store forwarding.)
 void col2im_dense(const float* cols, std::size_t ld, std::size_t channels, std::size_t height,
                   std::size_t width, std::size_t k, float* image) {
-    const std::size_t ho = height - k + 1, wo = width - k + 1;
-    for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t y = 0; y < height; ++y) {
-            const std::size_t ky_lo = y >= ho ? y - ho + 1 : 0, ky_hi = std::min(k, y + 1);
-            float* dst = image + (c * height + y) * width;
-            for (std::size_t x0 = 0; x0 < width; x0 += 16) {
-                const __mmask16 inside = lane_mask(0, long(width - x0));
-                // Even and odd kx in two accumulators: one chain of k·k dependent adds
-                // was latency-bound.
-                __m512 even = _mm512_maskz_loadu_ps(inside, dst + x0), odd = _mm512_setzero_ps();
-                for (std::size_t ky = ky_lo; ky < ky_hi; ++ky) {
-                    const float* src = cols + (c * k + ky) * k * ld + (y - ky) * wo;
-                    // Lanes whose image column x0 + lane − kx is inside the column row;
-                    // one more kx moves them one lane up.
-                    __mmask16 m = lane_mask(-long(x0), long(wo) - long(x0));
-                    for (std::size_t kx = 0; kx < k; ++kx, src += ld) {
-                        const __m512 v =
-                            _mm512_maskz_loadu_ps(m & inside, shifted(src, long(x0) - long(kx)));
-                        if (kx & 1)
-                            odd = _mm512_add_ps(odd, v);
-                        else
-                            even = _mm512_add_ps(even, v);
-                        m = __mmask16((m << 1) | (kx + 1 <= x0 ? 1 : 0));
-                    }
-                }
-                _mm512_mask_storeu_ps(dst + x0, inside, _mm512_add_ps(even, odd));
-            }
-        }
+    kernels::float_kernels().col2im_dense(cols, ld, channels, height, width, k, image);
 }
-#endif
 
 // Stride 1 with padding (LeNet's first conv): the dense path on a zero-padded copy of the
 // image, 2.7× faster than the general loop with its per-row bounds.

@@ -9,9 +9,8 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__AVX512F__)
-#include "avx512.hpp"
-#endif
+#include "kernels/float_kernels.hpp"
+#include "kernels/max_pool_row.hpp"
 
 namespace minsharp {
 
@@ -370,94 +369,17 @@ void max_pool_plane(const T* x, std::size_t w, const Window& win, std::size_t ho
         }
 }
 
-// The 2×2 window of the zoo models as selects on values (not on indices, whose dependent
-// loads kept GCC from vectorizing): ties go to the first maximum in a, b, c, d order, like
-// the generic loop.
-template <std::size_t Stride, class T>
-void max_pool_row_2x2(const T* __restrict top, const T* __restrict bottom, std::size_t wo,
-                      std::uint32_t first, std::uint32_t w, T* __restrict y,
-                      std::uint32_t* __restrict argmax) {
-    for (std::size_t ox = 0; ox < wo; ++ox) {
-        const T a = top[ox * Stride], b = top[ox * Stride + 1];
-        const T c = bottom[ox * Stride], d = bottom[ox * Stride + 1];
-        const bool right_top = b > a, right_bottom = d > c;
-        const T ab = right_top ? b : a, cd = right_bottom ? d : c;
-        const bool lower = cd > ab;
-        const std::uint32_t offset =
-            lower ? w + std::uint32_t(right_bottom) : std::uint32_t(right_top);
-        y[ox] = lower ? cd : ab;
-        argmax[ox] = first + std::uint32_t(ox * Stride) + offset;
-    }
-}
-
-#if defined(__AVX512F__)
-// The float rows with AVX-512, 16 outputs at a time with a masked last part: the zoo's rows
-// are 11–27 outputs long, which GCC's vector loop left mostly to its scalar tail (the
-// pooling forward was 3.6% of a LeNet step). Same selects, same ties as above.
-using avx512::lane_mask;
-
-// a = row[ox·Stride], b = row[ox·Stride + 1] for the n ≤ 16 outputs from ox0 on.
-template <std::size_t Stride>
-void load_window_pairs(const float* row, std::size_t ox0, std::size_t n, __m512& a, __m512& b) {
-    if constexpr (Stride == 1) {
-        a = _mm512_maskz_loadu_ps(lane_mask(0, long(n)), row + ox0);
-        b = _mm512_maskz_loadu_ps(lane_mask(0, long(n)), row + ox0 + 1);
-    } else {
-        const float* p = row + 2 * ox0;
-        const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(0, long(2 * n)), p);
-        const __m512 hi = _mm512_maskz_loadu_ps(lane_mask(0, long(2 * n) - 16), p + 16);
-        const __m512i even =
-            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-        a = _mm512_permutex2var_ps(lo, even, hi);
-        b = _mm512_permutex2var_ps(lo, odd, hi);
-    }
-}
-
-template <std::size_t Stride>
-void max_pool_row_2x2_avx512(const float* top, const float* bottom, std::size_t wo,
-                             std::uint32_t first, std::uint32_t w, float* y,
-                             std::uint32_t* argmax) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(int(w));
-    for (std::size_t ox0 = 0; ox0 < wo; ox0 += 16) {
-        const std::size_t n = std::min<std::size_t>(16, wo - ox0);
-        __m512 a, b, c, d;
-        load_window_pairs<Stride>(top, ox0, n, a, b);
-        load_window_pairs<Stride>(bottom, ox0, n, c, d);
-        const __mmask16 right_top = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
-        const __mmask16 right_bottom = _mm512_cmp_ps_mask(d, c, _CMP_GT_OQ);
-        const __m512 ab = _mm512_mask_blend_ps(right_top, a, b);
-        const __m512 cd = _mm512_mask_blend_ps(right_bottom, c, d);
-        const __mmask16 lower = _mm512_cmp_ps_mask(cd, ab, _CMP_GT_OQ);
-        const __m512i upper_offset = _mm512_maskz_mov_epi32(right_top, one);
-        const __m512i lower_offset = _mm512_mask_add_epi32(below, right_bottom, below, one);
-        const __m512i offset = _mm512_mask_blend_epi32(lower, upper_offset, lower_offset);
-        const __m512i column = _mm512_mullo_epi32(
-            _mm512_add_epi32(lane, _mm512_set1_epi32(int(ox0))), _mm512_set1_epi32(int(Stride)));
-        const __m512i index =
-            _mm512_add_epi32(_mm512_add_epi32(column, offset), _mm512_set1_epi32(int(first)));
-        _mm512_mask_storeu_ps(y + ox0, lane_mask(0, long(n)), _mm512_mask_blend_ps(lower, ab, cd));
-        _mm512_mask_storeu_epi32(argmax + ox0, lane_mask(0, long(n)), index);
-    }
-}
-#endif
-
-// Strides 1 and 2 (the zoo's) as compile-time constants, which lets GCC vectorize the row.
+// The 2×2 windows of the zoo: float planes go to the vector kernels of the running CPU
+// (src/kernels), double ones to the loop those kernels reproduce.
 template <std::size_t Stride, class T>
 void max_pool_plane_2x2(const T* x, std::size_t w, std::size_t ho, std::size_t wo,
                         std::uint32_t base, T* y, std::uint32_t* argmax) {
-    for (std::size_t oy = 0; oy < ho; ++oy) {
-        const std::size_t top = oy * Stride * w;
-#if defined(__AVX512F__)
-        if constexpr (std::is_same_v<T, float>) {
-            max_pool_row_2x2_avx512<Stride>(x + top, x + top + w, wo, base + std::uint32_t(top),
-                                            std::uint32_t(w), y + oy * wo, argmax + oy * wo);
-            continue;
-        }
-#endif
-        max_pool_row_2x2<Stride>(x + top, x + top + w, wo, base + std::uint32_t(top),
-                                 std::uint32_t(w), y + oy * wo, argmax + oy * wo);
+    if constexpr (std::is_same_v<T, float>) {
+        const kernels::FloatKernels& k = kernels::float_kernels();
+        const auto plane = Stride == 1 ? k.max_pool_2x2_stride1 : k.max_pool_2x2_stride2;
+        plane(x, w, ho, wo, base, y, argmax);
+    } else {
+        kernels::max_pool_plane_2x2<Stride>(x, w, ho, wo, base, y, argmax);
     }
 }
 

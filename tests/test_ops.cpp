@@ -3,6 +3,11 @@
 
 #include "gradcheck.hpp"
 #include "minsharp/models.hpp"
+#include "minsharp/simd.hpp"
+
+#include <bit>
+#include <cstring>
+#include <limits>
 
 using namespace minsharp;
 using minsharp::testing::gradient_error;
@@ -84,57 +89,144 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
     }
 }
 
-// The float im2col / col2im have their own vector code (AVX-512 masked rows): rows shorter
-// and longer than a vector, several vectors, padding, stride, and a column offset into a
-// wider matrix, against the definitions.
+namespace {
+
+// The float kernels have vector code per instruction set (simd.hpp): each test below runs
+// under every set this CPU runs and compares its results bit for bit with the scalar kernels'.
+struct IsaRun {
+    std::string isa;
+    std::vector<float> values;
+};
+
+// Calls run(isa) under each instruction set this CPU runs, scalar last; then back to auto.
+template <class F>
+std::vector<IsaRun> for_each_isa(F run) {
+    struct Restore {
+        ~Restore() { set_simd_isa("auto"); }
+    } restore;
+    std::vector<IsaRun> runs;
+    for (const std::string& isa : simd_isas()) {
+        BOOST_TEST_REQUIRE(set_simd_isa(isa) == isa);
+        runs.push_back({isa, run(isa)});
+    }
+    return runs;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+void check_same_bits_as_scalar(const std::vector<IsaRun>& runs, const std::string& what) {
+    BOOST_TEST_REQUIRE(runs.back().isa == "scalar");
+    for (const IsaRun& run : runs)
+        BOOST_TEST(same_bits(run.values, runs.back().values), what << " " << run.isa);
+}
+
+std::vector<float> pooled_values_and_argmax(const Tensor4<float>& x, Window win) {
+    Tape<float> tape;
+    const auto& node = tape.node(max_pool2d(tape, tape.input(x), win));
+    std::vector<float> out(node.value.begin(), node.value.end());
+    for (std::uint32_t i : node.argmax) out.push_back(std::bit_cast<float>(i));
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(simd_isa_is_chosen_and_can_be_capped) {
+    const std::vector<std::string> isas = simd_isas();
+    BOOST_TEST_REQUIRE(!isas.empty());
+    std::string names;
+    for (const std::string& isa : isas) names += " " + isa;
+    BOOST_TEST_MESSAGE("instruction sets this CPU runs:" << names);
+    BOOST_TEST(isas.back() == "scalar");
+    BOOST_TEST(set_simd_isa("auto") == isas.front());
+    BOOST_TEST(simd_isa() == isas.front());
+    BOOST_TEST(set_simd_isa("scalar") == "scalar");
+    BOOST_TEST(simd_isa() == "scalar");
+    // A cap above what the CPU runs gets the best below it.
+    BOOST_TEST(set_simd_isa("avx512") == isas.front());
+    BOOST_CHECK_THROW(set_simd_isa("avx1024"), Error);
+    BOOST_TEST(set_simd_isa("auto") == isas.front());
+}
+
+// im2col / col2im have their own vector rows: rows shorter and longer than a vector,
+// several vectors, padding, stride, and a column offset into a wider matrix, against the
+// definitions; and the same bits under every instruction set, with −0 and NaN among the
+// values (−0 is what the vector col2im adds in lanes outside a row).
 BOOST_AUTO_TEST_CASE(float_im2col_and_col2im_match_their_definitions) {
     struct Case { std::size_t c, h, w; Window win; };
     for (const Case& t : {Case{2, 6, 5, {3, 1, 0}}, Case{3, 27, 27, {5, 1, 0}},
                           Case{2, 11, 11, {5, 1, 0}}, Case{1, 28, 28, {5, 1, 2}},
                           Case{2, 9, 40, {3, 1, 0}}, Case{2, 12, 37, {5, 1, 0}},
-                          Case{2, 10, 9, {3, 2, 1}}}) {
-        Rng rng(7 + t.w);
+                          Case{2, 10, 9, {3, 2, 1}}, Case{2, 7, 7, {3, 1, 0}},
+                          Case{1, 20, 20, {5, 1, 0}}, Case{1, 4, 3, {3, 1, 0}},
+                          Case{1, 19, 19, {1, 1, 0}}}) {
+        const std::string name = "c " + std::to_string(t.c) + " h " + std::to_string(t.h) +
+                                 " w " + std::to_string(t.w) + " k " +
+                                 std::to_string(t.win.kernel);
         const std::size_t k = t.win.kernel;
         const std::size_t ho = t.win.output_extent(t.h, "h"), wo = t.win.output_extent(t.w, "w");
         const std::size_t rows = t.c * k * k, col0 = 3, ld = ho * wo + 5;
-        std::vector<float> image(t.c * t.h * t.w), cols(rows * ld, 7.f);
+        Rng rng(7 + t.w);
+        std::vector<float> image(t.c * t.h * t.w), grad0(image.size()), back(rows * ld);
         for (auto& v : image) v = float(rng.normal());
-        im2col(image.data(), t.c, t.h, t.w, t.win, cols.data(), ld, col0);
-        std::vector<float> grad(image.size()), expected(image.size());
-        for (std::size_t i = 0; i < grad.size(); ++i) grad[i] = expected[i] = float(rng.normal());
-        std::vector<float> back(rows * ld);
+        for (auto& v : grad0) v = float(rng.normal());
         for (auto& v : back) v = float(rng.normal());
-        col2im_add(back.data(), ld, col0, t.c, t.h, t.w, t.win, grad.data());
-        std::size_t wrong = 0;
-        for (std::size_t r = 0; r < rows; ++r) {
-            const std::size_t c = r / (k * k), ky = r / k % k, kx = r % k;
-            for (std::size_t j = 0; j < ld; ++j) {
-                const std::size_t oy = (j - col0) / wo, ox = (j - col0) % wo;
-                const long iy = long(oy * t.win.stride + ky) - long(t.win.padding);
-                const long ix = long(ox * t.win.stride + kx) - long(t.win.padding);
-                const bool column = j >= col0 && j < col0 + ho * wo;
-                const bool inside = iy >= 0 && iy < long(t.h) && ix >= 0 && ix < long(t.w);
-                const std::size_t at = (c * t.h + std::size_t(iy)) * t.w + std::size_t(ix);
-                const float want = !column ? 7.f : inside ? image[at] : 0.f;
-                wrong += cols[r * ld + j] != want;
-                if (column && inside) expected[at] += back[r * ld + j];
-            }
-        }
-        BOOST_TEST(wrong == 0u, "im2col c " << t.c << " h " << t.h << " w " << t.w);
-        double worst = 0;
-        for (std::size_t i = 0; i < grad.size(); ++i)
-            worst = std::max(worst, double(std::abs(grad[i] - expected[i])) /
-                                        (1.0 + std::abs(expected[i])));
-        BOOST_TEST(worst <= 1e-5, "col2im c " << t.c << " h " << t.h << " w " << t.w);
+        std::vector<IsaRun> cols_runs;
+        const std::vector<IsaRun> grad_runs = for_each_isa([&](const std::string& isa) {
+                 std::vector<float> cols(rows * ld, 7.f);
+                 im2col(image.data(), t.c, t.h, t.w, t.win, cols.data(), ld, col0);
+                 std::vector<float> grad = grad0, expected = grad0;
+                 col2im_add(back.data(), ld, col0, t.c, t.h, t.w, t.win, grad.data());
+                 std::size_t wrong = 0;
+                 for (std::size_t r = 0; r < rows; ++r) {
+                     const std::size_t c = r / (k * k), ky = r / k % k, kx = r % k;
+                     for (std::size_t j = 0; j < ld; ++j) {
+                         const std::size_t oy = (j - col0) / wo, ox = (j - col0) % wo;
+                         const long iy = long(oy * t.win.stride + ky) - long(t.win.padding);
+                         const long ix = long(ox * t.win.stride + kx) - long(t.win.padding);
+                         const bool column = j >= col0 && j < col0 + ho * wo;
+                         const bool inside =
+                             iy >= 0 && iy < long(t.h) && ix >= 0 && ix < long(t.w);
+                         const std::size_t at =
+                             (c * t.h + std::size_t(iy)) * t.w + std::size_t(ix);
+                         const float want = !column ? 7.f : inside ? image[at] : 0.f;
+                         wrong += cols[r * ld + j] != want;
+                         if (column && inside) expected[at] += back[r * ld + j];
+                     }
+                 }
+                 BOOST_TEST(wrong == 0u, "im2col " << name << " " << isa);
+                 double worst = 0;
+                 for (std::size_t i = 0; i < grad.size(); ++i)
+                     worst = std::max(worst, double(std::abs(grad[i] - expected[i])) /
+                                                 (1.0 + std::abs(expected[i])));
+                 BOOST_TEST(worst <= 1e-5, "col2im " << name << " " << isa);
+                 cols_runs.push_back({isa, cols});
+                 return grad;
+             });
+        check_same_bits_as_scalar(cols_runs, "im2col " + name);
+        check_same_bits_as_scalar(grad_runs, "col2im " + name);
+
+        // −0 everywhere in the gradient and in some columns, a few NaNs.
+        std::vector<float> special_back = back, special_grad(grad0.size(), -0.0f);
+        for (std::size_t i = 0; i < special_back.size(); i += 3) special_back[i] = -0.0f;
+        special_back[special_back.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+        check_same_bits_as_scalar(for_each_isa([&](const std::string&) {
+                                      std::vector<float> grad = special_grad;
+                                      col2im_add(special_back.data(), ld, col0, t.c, t.h, t.w,
+                                                 t.win, grad.data());
+                                      return grad;
+                                  }),
+                                  "col2im −0/NaN " + name);
     }
 }
 
 // The float 2×2 max-pool rows have their own vector code: same maxima and the same argmax
 // (ties to the first of a, b, c, d) as the double path, on rows shorter and longer than a
-// vector, with many ties.
+// vector, with many ties; the same bits under every instruction set, NaNs and ±0 included.
 BOOST_AUTO_TEST_CASE(float_max_pool_matches_double) {
     for (const auto& [h, w] : {std::pair<std::size_t, std::size_t>{23, 23}, {28, 28}, {11, 11},
-                              {40, 37}, {5, 6}, {3, 35}})
+                              {40, 37}, {5, 6}, {3, 35}, {9, 9}, {17, 17}, {33, 33}, {2, 2}})
         for (Window win : {Window{2, 1, 0}, Window{2, 2, 0}}) {
             Rng rng(h * w + win.stride);
             Tensor4<double> xd = Tensor4<double>::from_shape({2, 3, h, w});
@@ -142,14 +234,33 @@ BOOST_AUTO_TEST_CASE(float_max_pool_matches_double) {
             Tensor4<float> xf = Tensor4<float>::from_shape({2, 3, h, w});
             std::copy(xd.begin(), xd.end(), xf.begin());
             Tape<double> td;
-            Tape<float> tf;
             const auto& pd = td.node(max_pool2d(td, td.input(xd), win));
-            const auto& pf = tf.node(max_pool2d(tf, tf.input(xf), win));
-            BOOST_TEST(pd.argmax == pf.argmax, h << "x" << w << " stride " << win.stride);
-            std::size_t wrong = 0;
-            for (std::size_t i = 0; i < pd.value.size(); ++i)
-                wrong += double(pf.value.data()[i]) != pd.value.data()[i];
-            BOOST_TEST(wrong == 0u, h << "x" << w << " stride " << win.stride);
+            const std::string name =
+                std::to_string(h) + "x" + std::to_string(w) + " stride " +
+                std::to_string(win.stride);
+            for_each_isa([&](const std::string& isa) {
+                Tape<float> tf;
+                const auto& pf = tf.node(max_pool2d(tf, tf.input(xf), win));
+                BOOST_TEST(pd.argmax == pf.argmax, name << " " << isa);
+                std::size_t wrong = 0;
+                for (std::size_t i = 0; i < pd.value.size(); ++i)
+                    wrong += double(pf.value.data()[i]) != pd.value.data()[i];
+                BOOST_TEST(wrong == 0u, name << " " << isa);
+                return std::vector<float>();
+            });
+            // ±0 ties (which the comparisons treat as equal) and NaNs (never greater).
+            Tensor4<float> special = xf;
+            for (std::size_t i = 0; i < special.size(); ++i) {
+                const std::uint32_t pick = rng.below(8);
+                special.data()[i] = pick == 0   ? std::numeric_limits<float>::quiet_NaN()
+                                    : pick == 1 ? -0.0f
+                                    : pick == 2 ? 0.0f
+                                                : special.data()[i];
+            }
+            check_same_bits_as_scalar(for_each_isa([&](const std::string&) {
+                                          return pooled_values_and_argmax(special, win);
+                                      }),
+                                      "max pool ±0/NaN " + name);
         }
 }
 
