@@ -35,8 +35,10 @@ if [[ ! -f $build/build.ninja ]]; then
         -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
         -Dcpp_args=-fsanitize=fuzzer-no-link
 fi
+# Two ninjas in one build dir corrupt its log and rebuild everything: concurrent runs of
+# this script (e.g. one per target) wait for each other's build step.
 # shellcheck disable=SC2086
-meson compile -C "$build" $(printf 'fuzz/%s ' $targets)
+flock "$build/.fuzz-build.lock" meson compile -C "$build" $(printf 'fuzz/%s ' $targets)
 
 # UBSan only reports and continues by default; a report must stop the run as a finding.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

@@ -37,8 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         }
     try {
-        const minsharp::Job job = minsharp::parse_job_arguments(args);
-        minsharp::job_arguments(job);
+        const auto job = minsharp::experiments::parse_job_arguments(args);
+        minsharp::experiments::job_arguments(job);
     } catch (const minsharp::Error&) {
     }
     return 0;
