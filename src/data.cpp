@@ -2,6 +2,10 @@
 
 #include <zlib.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -11,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 // The build defines this as the repository root; "." keeps a bare compile working.
@@ -35,7 +40,8 @@ std::string hex_byte(std::uint8_t b) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Byte sources: the reader sees one sequential stream, whether the file is raw or gzip.
+// Byte sources: the reader sees one sequential stream, whether the file is raw or gzip,
+// on disk or in memory.
 
 class ByteSource {
 public:
@@ -44,104 +50,196 @@ public:
     virtual std::size_t read(std::uint8_t* dst, std::size_t n) = 0;
     /// An upper bound on the bytes the whole stream can yield, for reserving memory.
     virtual std::uint64_t max_size() const = 0;
+    /// The exact number of bytes left, when known without reading them (raw data).
+    virtual std::optional<std::uint64_t> bytes_left() const = 0;
 };
 
-struct FileCloser {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-};
-using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
-
-FilePtr open_raw(const fs::path& file) {
-    std::error_code ec;
-    if (!fs::exists(file, ec)) fail(file, "not found");
-    if (fs::is_directory(file, ec)) fail(file, "is a directory, expected a file");
-    FilePtr f(std::fopen(file.c_str(), "rb"));
-    if (!f) fail(file, std::string("unreadable: ") + std::strerror(errno));
-    return f;
-}
-
-class RawSource : public ByteSource {
+// A regular file, refused before reading otherwise: a FIFO would block, /dev/zero never ends.
+// O_NONBLOCK keeps open() of a FIFO from waiting for a writer; regular files ignore it.
+class FileSource : public ByteSource {
 public:
-    RawSource(FilePtr f, fs::path file, std::uint64_t file_size)
-        : f_(std::move(f)), file_(std::move(file)), file_size_(file_size) {}
+    explicit FileSource(const fs::path& file) : file_(file) {
+        fd_ = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd_ < 0) {
+            if (errno == ENOENT) fail(file, "not found");
+            fail(file, std::string("unreadable: ") + std::strerror(errno));
+        }
+        struct stat st {};
+        if (::fstat(fd_, &st) != 0) fail_and_close(std::string("unreadable: ") + std::strerror(errno));
+        if (S_ISDIR(st.st_mode)) fail_and_close("is a directory, expected a file");
+        if (!S_ISREG(st.st_mode))
+            fail_and_close("is not a regular file (a FIFO, device or socket); only regular files are read");
+        size_ = static_cast<std::uint64_t>(std::max<off_t>(st.st_size, 0));
+    }
+    FileSource(const FileSource&) = delete;
+    FileSource& operator=(const FileSource&) = delete;
+    ~FileSource() override { ::close(fd_); }
 
     std::size_t read(std::uint8_t* dst, std::size_t n) override {
-        const std::size_t got = std::fread(dst, 1, n, f_.get());
-        if (got < n && std::ferror(f_.get()))
-            fail(file_, std::string("read error: ") + std::strerror(errno));
-        return got;
+        n = static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - consumed_));
+        std::size_t total = 0;
+        while (total < n) {
+            const ssize_t got = ::read(fd_, dst + total, std::min<std::size_t>(n - total, INT_MAX));
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                fail(file_, std::string("read error: ") + std::strerror(errno));
+            }
+            if (got == 0) break;  // the file shrank since it was opened
+            total += static_cast<std::size_t>(got);
+        }
+        consumed_ += total;
+        return total;
     }
 
-    std::uint64_t max_size() const override { return file_size_; }
+    /// Up to n bytes from the start of the file, without moving the read position.
+    std::string head(std::size_t n) const {
+        std::string out(n, '\0');
+        const ssize_t got = ::pread(fd_, out.data(), n, 0);
+        if (got < 0) fail(file_, std::string("read error: ") + std::strerror(errno));
+        out.resize(static_cast<std::size_t>(got));
+        return out;
+    }
+
+    // The size when opened: a file that grows meanwhile is read as it was.
+    std::uint64_t max_size() const override { return size_; }
+    std::optional<std::uint64_t> bytes_left() const override { return size_ - consumed_; }
 
 private:
-    FilePtr f_;
+    [[noreturn]] void fail_and_close(const std::string& problem) {
+        ::close(fd_);
+        fd_ = -1;
+        fail(file_, problem);
+    }
+
     fs::path file_;
-    std::uint64_t file_size_;
+    int fd_ = -1;
+    std::uint64_t size_ = 0, consumed_ = 0;
 };
 
+class MemorySource : public ByteSource {
+public:
+    explicit MemorySource(std::string_view bytes) : bytes_(bytes) {}
+
+    std::size_t read(std::uint8_t* dst, std::size_t n) override {
+        n = std::min(n, bytes_.size() - consumed_);
+        if (n > 0) std::memcpy(dst, bytes_.data() + consumed_, n);
+        consumed_ += n;
+        return n;
+    }
+
+    std::string head(std::size_t n) const { return std::string(bytes_.substr(0, n)); }
+
+    std::uint64_t max_size() const override { return bytes_.size(); }
+    std::optional<std::uint64_t> bytes_left() const override { return bytes_.size() - consumed_; }
+
+private:
+    std::string_view bytes_;
+    std::size_t consumed_ = 0;
+};
+
+// Inflates gzip members read from `compressed`. Concatenated members are one stream (as
+// gzip -d treats them); anything else after the last member is trailing garbage and an error,
+// like trailing bytes of a raw file (zlib's gzread would silently ignore it).
 class GzipSource : public ByteSource {
 public:
-    GzipSource(fs::path file, std::uint64_t file_size)
-        : file_(std::move(file)), file_size_(file_size) {
-        gz_ = gzopen(file_.c_str(), "rb");
-        if (!gz_) fail(file_, std::string("unreadable: ") + std::strerror(errno));
-        gzbuffer(gz_, 1 << 18);  // default 8 KiB makes large files needlessly slow
+    GzipSource(std::unique_ptr<ByteSource> compressed, fs::path file)
+        : compressed_(std::move(compressed)), file_(std::move(file)),
+          max_size_(1032 * compressed_->max_size()) {
+        stream_.zalloc = Z_NULL;
+        stream_.zfree = Z_NULL;
+        stream_.opaque = Z_NULL;
+        if (inflateInit2(&stream_, 15 + 16) != Z_OK)  // 15: largest window, +16: gzip only
+            fail(file_, "cannot initialise zlib");
     }
-    ~GzipSource() override { gzclose(gz_); }
+    ~GzipSource() override { inflateEnd(&stream_); }
     GzipSource(const GzipSource&) = delete;
     GzipSource& operator=(const GzipSource&) = delete;
 
     std::size_t read(std::uint8_t* dst, std::size_t n) override {
         std::size_t total = 0;
-        while (total < n) {
-            const auto chunk = static_cast<unsigned>(std::min<std::size_t>(n - total, INT_MAX));
-            const int got = gzread(gz_, dst + total, chunk);
-            if (got < 0) fail_with_zlib_error();
-            total += static_cast<std::size_t>(got);
-            if (static_cast<unsigned>(got) < chunk) {
-                throw_if_cut_short();
+        while (total < n && !finished_) {
+            if (stream_.avail_in == 0 && !refill()) {
+                if (in_member_) fail(file_, "truncated gzip stream (it ends inside a gzip member)");
+                finished_ = true;
                 break;
             }
+            if (!in_member_) start_next_member();
+            if (finished_) break;
+            stream_.next_out = dst + total;
+            stream_.avail_out = static_cast<uInt>(std::min<std::size_t>(n - total, UINT_MAX));
+            const uInt before = stream_.avail_out;
+            const int rc = inflate(&stream_, Z_NO_FLUSH);
+            total += before - stream_.avail_out;
+            if (rc == Z_STREAM_END) in_member_ = false;
+            else if (rc != Z_OK && rc != Z_BUF_ERROR) fail_with_zlib_error(rc);
         }
         return total;
     }
 
     // Deflate expands at most 1032:1.
-    std::uint64_t max_size() const override { return 1032 * file_size_; }
+    std::uint64_t max_size() const override { return max_size_; }
+    std::optional<std::uint64_t> bytes_left() const override { return std::nullopt; }
 
 private:
-    [[noreturn]] void fail_with_zlib_error() {
-        int code = Z_OK;
-        const char* message = gzerror(gz_, &code);
-        if (code == Z_ERRNO) fail(file_, std::string("read error: ") + std::strerror(errno));
-        fail(file_, std::string("corrupt gzip stream (zlib: ") + message + ")");
+    bool refill() {
+        stream_.next_in = input_.data();
+        stream_.avail_in = static_cast<uInt>(compressed_->read(input_.data(), input_.size()));
+        return stream_.avail_in > 0;
     }
 
-    // zlib reports a compressed stream that stops mid-way as a non-fatal Z_BUF_ERROR.
-    void throw_if_cut_short() {
-        int code = Z_OK;
-        const char* message = gzerror(gz_, &code);
-        if (code == Z_BUF_ERROR)
-            fail(file_, std::string("truncated gzip stream (zlib: ") + message + ")");
-        if (code != Z_OK) fail_with_zlib_error();
+    // Called between members, with input available: another member or trailing garbage.
+    void start_next_member() {
+        if (started_) {
+            if (stream_.avail_in < 2 && !append_input()) return reject_trailing_garbage();
+            if (stream_.next_in[0] != 0x1f || stream_.next_in[1] != 0x8b) return reject_trailing_garbage();
+            inflateReset(&stream_);
+        }
+        started_ = true;
+        in_member_ = true;
     }
 
+    // Moves the unread input to the front and reads more behind it; false at end of file.
+    bool append_input() {
+        std::memmove(input_.data(), stream_.next_in, stream_.avail_in);
+        const std::size_t got = compressed_->read(input_.data() + stream_.avail_in,
+                                                  input_.size() - stream_.avail_in);
+        stream_.next_in = input_.data();
+        stream_.avail_in += static_cast<uInt>(got);
+        return got > 0;
+    }
+
+    [[noreturn]] void reject_trailing_garbage() {
+        std::uint64_t extra = stream_.avail_in;
+        std::array<std::uint8_t, 4096> scratch{};
+        for (std::size_t got; (got = compressed_->read(scratch.data(), scratch.size())) > 0;) extra += got;
+        fail(file_, "trailing garbage: " + std::to_string(extra) +
+                        " bytes follow the gzip stream and are not a gzip member");
+    }
+
+    [[noreturn]] void fail_with_zlib_error(int rc) {
+        const std::string detail = stream_.msg ? stream_.msg : zError(rc);
+        fail(file_, "corrupt gzip stream (zlib: " + detail + ")");
+    }
+
+    std::unique_ptr<ByteSource> compressed_;
     fs::path file_;
-    std::uint64_t file_size_;
-    gzFile gz_ = nullptr;
+    std::uint64_t max_size_;
+    z_stream stream_{};
+    std::array<std::uint8_t, 1 << 16> input_{};
+    bool started_ = false, in_member_ = false, finished_ = false;
 };
 
-std::unique_ptr<ByteSource> open_source(const fs::path& file) {
-    FilePtr f = open_raw(file);
-    std::error_code ec;
-    const std::uint64_t file_size = fs::file_size(file, ec);
-    if (ec) fail(file, "unreadable: " + ec.message());
-    std::array<unsigned char, 2> head{};
-    const std::size_t got = std::fread(head.data(), 1, head.size(), f.get());
-    if (got == 2 && head[0] == 0x1f && head[1] == 0x8b) return std::make_unique<GzipSource>(file, file_size);
-    std::rewind(f.get());
-    return std::make_unique<RawSource>(std::move(f), file, file_size);
+bool starts_with_gzip_magic(std::string_view head) {
+    return head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x1f &&
+           static_cast<unsigned char>(head[1]) == 0x8b;
+}
+
+// The source itself, or its decompression when it starts with the gzip magic (1f 8b).
+template <class Source>
+std::unique_ptr<ByteSource> decoded(std::unique_ptr<Source> source, const fs::path& file) {
+    if (starts_with_gzip_magic(source->head(2)))
+        return std::make_unique<GzipSource>(std::move(source), file);
+    return source;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -173,19 +271,44 @@ std::vector<std::uint32_t> read_dims(ByteSource& source, const fs::path& file, s
     return dims;
 }
 
-std::uint64_t element_count(const fs::path& file, const std::vector<std::uint32_t>& dims) {
+// The announced sizes against the documented maxima, before anything is allocated: a 1 MB
+// gzip can announce (and inflate to) gigabytes that the caller would then also normalize.
+std::uint64_t checked_element_count(const fs::path& file, const std::vector<std::uint32_t>& dims) {
     std::uint64_t count = 1;
     for (std::uint32_t d : dims)
         if (__builtin_mul_overflow(count, std::uint64_t{d}, &count))
             fail(file, "header sizes " + shape_str(dims) + " overflow 64 bits");
+    if (!dims.empty() && dims[0] > max_idx_items)
+        fail(file, "header " + shape_str(dims) + " announces " + std::to_string(dims[0]) +
+                       " items, more than the maximum of " + std::to_string(max_idx_items));
+    for (std::size_t i = 1; i < dims.size(); ++i)
+        if (dims[i] > max_idx_dim)
+            fail(file, "header " + shape_str(dims) + ": dimension " + std::to_string(i) + " is " +
+                           std::to_string(dims[i]) + ", more than the maximum of " +
+                           std::to_string(max_idx_dim));
+    if (count > max_idx_bytes)
+        fail(file, "header " + shape_str(dims) + " announces " + std::to_string(count) +
+                       " bytes, more than the maximum of " + std::to_string(max_idx_bytes));
     return count;
 }
 
+// Raw data has a known length, so a size mismatch is reported before reading or allocating.
+void check_raw_length(const ByteSource& source, const fs::path& file,
+                      const std::vector<std::uint32_t>& dims, std::uint64_t expected) {
+    const auto left = source.bytes_left();
+    if (!left) return;
+    if (*left < expected)
+        fail(file, "truncated data: header " + shape_str(dims) + " announces " +
+                       std::to_string(expected) + " bytes, found only " + std::to_string(*left));
+    if (*left > expected)
+        fail(file, "trailing bytes: " + std::to_string(*left - expected) + " bytes follow the " +
+                       std::to_string(expected) + " data bytes the header announces");
+}
+
 // Reserves no more than the stream can hold and grows chunk by chunk, so that a corrupt
-// header announcing terabytes fails as "truncated" instead of allocating what it announces.
+// header fails as "truncated" instead of allocating what it announces.
 std::vector<std::uint8_t> read_data(ByteSource& source, const fs::path& file,
-                                    const std::vector<std::uint32_t>& dims) {
-    const std::uint64_t expected = element_count(file, dims);
+                                    const std::vector<std::uint32_t>& dims, std::uint64_t expected) {
     constexpr std::uint64_t chunk = std::uint64_t{1} << 24;
     std::vector<std::uint8_t> bytes;
     bytes.reserve(static_cast<std::size_t>(std::min(expected, source.max_size())));
@@ -202,13 +325,33 @@ std::vector<std::uint8_t> read_data(ByteSource& source, const fs::path& file,
     return bytes;
 }
 
+// Decompressed data longer than announced is counted up to a bound, not inflated to its end.
 void check_nothing_follows(ByteSource& source, const fs::path& file, std::uint64_t expected) {
+    constexpr std::uint64_t counted_at_most = std::uint64_t{1} << 20;
     std::vector<std::uint8_t> scratch(1 << 16);
     std::uint64_t extra = 0;
-    for (std::size_t got; (got = source.read(scratch.data(), scratch.size())) > 0;) extra += got;
+    for (std::size_t got; extra < counted_at_most && (got = source.read(scratch.data(), scratch.size())) > 0;)
+        extra += got;
     if (extra > 0)
-        fail(file, "trailing bytes: " + std::to_string(extra) + " bytes follow the " +
-                       std::to_string(expected) + " data bytes the header announces");
+        fail(file, "trailing bytes: " + std::string(extra >= counted_at_most ? "at least " : "") +
+                       std::to_string(extra) + " bytes follow the " + std::to_string(expected) +
+                       " data bytes the header announces");
+}
+
+IdxArray parse_idx_stream(ByteSource& source, const fs::path& file, std::size_t expected_rank) {
+    std::array<std::uint8_t, 4> magic{};
+    const std::size_t got = source.read(magic.data(), magic.size());
+    if (got < magic.size())
+        fail(file, "truncated header: " + std::to_string(got) +
+                       " bytes, an IDX file starts with a 4-byte magic");
+    check_magic(file, magic, expected_rank);
+    IdxArray idx;
+    idx.dims = read_dims(source, file, expected_rank);
+    const std::uint64_t expected = checked_element_count(file, idx.dims);
+    check_raw_length(source, file, idx.dims, expected);
+    idx.bytes = read_data(source, file, idx.dims, expected);
+    check_nothing_follows(source, file, expected);
+    return idx;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -319,18 +462,13 @@ std::vector<std::size_t> sorted_random_sample(std::size_t population, std::size_
 }  // namespace
 
 IdxArray read_idx(const fs::path& file, std::size_t expected_rank) {
-    const auto source = open_source(file);
-    std::array<std::uint8_t, 4> magic{};
-    const std::size_t got = source->read(magic.data(), magic.size());
-    if (got < magic.size())
-        fail(file, "truncated header: " + std::to_string(got) +
-                       " bytes, an IDX file starts with a 4-byte magic");
-    check_magic(file, magic, expected_rank);
-    IdxArray idx;
-    idx.dims = read_dims(*source, file, expected_rank);
-    idx.bytes = read_data(*source, file, idx.dims);
-    check_nothing_follows(*source, file, idx.bytes.size());
-    return idx;
+    const auto source = decoded(std::make_unique<FileSource>(file), file);
+    return parse_idx_stream(*source, file, expected_rank);
+}
+
+IdxArray parse_idx(std::string_view bytes, std::size_t expected_rank, const fs::path& file) {
+    const auto source = decoded(std::make_unique<MemorySource>(bytes), file);
+    return parse_idx_stream(*source, file, expected_rank);
 }
 
 Dataset load_idx_pair(const fs::path& images, const fs::path& labels, std::string name) {

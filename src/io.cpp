@@ -1,8 +1,12 @@
 #include "minsharp/io.hpp"
 
+#include "minsharp/io_limits.hpp"
+
 #include <nlohmann/json.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 #include <cstring>
 #include <optional>
 #include <set>
+#include <span>
 #include <type_traits>
 
 namespace minsharp {
@@ -64,6 +69,43 @@ private:
     throw IoError("write_file_atomic: cannot write " + quoted(file) + ": " + what);
 }
 
+// "<target>.tmp.<pid>.<counter>" names a temp file of write_file_atomic; the pid, or nullopt
+// for any other name.
+std::optional<pid_t> temp_file_writer(std::string_view entry, std::string_view target_name) {
+    const std::string prefix = std::string(target_name) + ".tmp.";
+    if (entry.substr(0, prefix.size()) != prefix) return std::nullopt;
+    const std::string_view rest = entry.substr(prefix.size());
+    const std::size_t dot = rest.find('.');
+    if (dot == std::string_view::npos || dot + 1 == rest.size()) return std::nullopt;
+    const std::string_view counter = rest.substr(dot + 1);
+    if (counter.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    pid_t pid = 0;
+    const auto [end, ec] = std::from_chars(rest.data(), rest.data() + dot, pid);
+    if (ec != std::errc() || end != rest.data() + dot || pid <= 0) return std::nullopt;
+    return pid;
+}
+
+bool process_is_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// A writer killed between creating its temp file and renaming it leaves the temp file behind
+// forever; the next write of the same target removes those whose writer no longer runs.
+// Best effort: a temp file that cannot be removed is left alone, it is only litter.
+// Caveat: pids are per host (and per pid namespace), so writers on other hosts sharing the
+// folder must not write the same target.
+void remove_stale_temp_files(const fs::path& file) {
+    const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
+    const std::string target_name = file.filename().string();
+    DIR* listing = ::opendir(dir.c_str());
+    if (!listing) return;
+    std::vector<std::string> stale;
+    while (const dirent* entry = ::readdir(listing)) {
+        const auto pid = temp_file_writer(entry->d_name, target_name);
+        if (pid && *pid != ::getpid() && process_is_gone(*pid)) stale.emplace_back(entry->d_name);
+    }
+    ::closedir(listing);
+    for (const auto& name : stale) ::unlink((dir / name).c_str());
+}
+
 fs::path unique_temp_path(const fs::path& file) {
     // pid separates processes; the counter separates threads and repeated calls in one process.
     static std::atomic<unsigned long> counter{0};
@@ -83,6 +125,65 @@ void create_parent_directories(const fs::path& file) {
 [[noreturn]] void fail_read(const fs::path& file, const std::string& what) {
     throw IoError("read_file: cannot read " + quoted(file) + ": " + what);
 }
+
+// An open regular file. Anything else (a FIFO would block, /dev/zero never ends, a directory
+// has no content) is refused before a byte is read. Opening with O_NONBLOCK keeps open() of a
+// FIFO from waiting for a writer; on regular files the flag has no effect.
+class RegularFile {
+public:
+    explicit RegularFile(const fs::path& file) : file_(file) {
+        fd_ = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd_ < 0) fail_read(file_, errno_text());
+        struct stat st {};
+        if (::fstat(fd_, &st) != 0) fail_and_close(errno_text());
+        if (S_ISDIR(st.st_mode)) fail_and_close("it is a directory");
+        if (!S_ISREG(st.st_mode)) fail_and_close("it is not a regular file (" + kind_of(st) + ")");
+        size_ = static_cast<std::size_t>(std::max<off_t>(st.st_size, 0));
+    }
+    RegularFile(const RegularFile&) = delete;
+    RegularFile& operator=(const RegularFile&) = delete;
+    ~RegularFile() { ::close(fd_); }
+
+    /// The size when opened; reads never go beyond it, so a file that grows meanwhile is
+    /// read as it was.
+    std::size_t size() const { return size_; }
+
+    /// Reads up to n bytes (and no further than size()); fewer only if the file shrank.
+    std::size_t read(char* dst, std::size_t n) {
+        n = std::min(n, size_ - consumed_);
+        std::size_t used = 0;
+        while (used < n) {
+            const ssize_t got = ::read(fd_, dst + used, std::min<std::size_t>(n - used, std::size_t{1} << 30));
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                fail_read(file_, errno_text());
+            }
+            if (got == 0) break;
+            used += static_cast<std::size_t>(got);
+        }
+        consumed_ += used;
+        return used;
+    }
+
+private:
+    static std::string kind_of(const struct stat& st) {
+        if (S_ISFIFO(st.st_mode)) return "a FIFO";
+        if (S_ISCHR(st.st_mode)) return "a character device";
+        if (S_ISBLK(st.st_mode)) return "a block device";
+        if (S_ISSOCK(st.st_mode)) return "a socket";
+        return "mode " + std::to_string(st.st_mode & S_IFMT);
+    }
+    [[noreturn]] void fail_and_close(const std::string& what) {
+        ::close(fd_);
+        fd_ = -1;
+        fail_read(file_, what);
+    }
+
+    const fs::path& file_;
+    int fd_ = -1;
+    std::size_t size_ = 0;
+    std::size_t consumed_ = 0;
+};
 
 void write_all(int fd, std::string_view content, const fs::path& file) {
     const char* p = content.data();
@@ -223,19 +324,103 @@ std::string header_text(const fs::path& file, const Safetensors& content,
 // ---------------------------------------------------------------------------------------------
 // Safetensors reading
 
+// Bytes of the valid UTF-8 sequence at the start of `text`, or 0 if it does not start with one.
+std::size_t utf8_sequence_length(std::string_view text) {
+    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+    const unsigned char lead = byte(0);
+    std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3
+                       : (lead >> 3) == 0x1e ? 4 : 0;
+    if (length == 0 || length > text.size()) return 0;
+    for (std::size_t i = 1; i < length; ++i)
+        if ((byte(i) & 0xc0) != 0x80) return 0;
+    return length;
+}
+
+// C0 controls, DEL and C1 controls (U+0080..U+009F, encoded C2 80..C2 9F) can move the
+// cursor or recolour a terminal; the backslash is escaped so escapes stay unambiguous.
+bool is_control(std::string_view sequence) {
+    const auto lead = static_cast<unsigned char>(sequence[0]);
+    if (sequence.size() == 1) return lead < 0x20 || lead == 0x7f || lead == '\\';
+    return sequence.size() == 2 && lead == 0xc2 && static_cast<unsigned char>(sequence[1]) < 0xa0;
+}
+
+std::string hex_escape(unsigned char byte) {
+    constexpr char digits[] = "0123456789abcdef";
+    return {'\\', 'x', digits[byte >> 4], digits[byte & 0xf]};
+}
+
+// JSON values from a header are described, never dumped: dump() recurses once per nesting
+// level and would print whatever megabytes an attacker put there.
+std::string describe(const Json& value) {
+    switch (value.type()) {
+        case Json::value_t::string: return "\"" + printable_name(value.get_ref<const std::string&>()) + "\"";
+        case Json::value_t::array: return "an array of " + std::to_string(value.size()) + " elements";
+        case Json::value_t::object: return "an object of " + std::to_string(value.size()) + " keys";
+        case Json::value_t::number_integer:
+        case Json::value_t::number_unsigned:
+        case Json::value_t::number_float:
+        case Json::value_t::boolean:
+        case Json::value_t::null: return value.dump();  // a scalar: short, no recursion
+        default: return std::string("a ") + value.type_name();
+    }
+}
+
+// A shape from a header for a message: at most 8 dimensions are listed.
+std::string shape_text(const Shape& shape) {
+    constexpr std::size_t listed = 8;
+    if (shape.size() <= listed) return shape_str(shape);
+    const Shape head(shape.begin(), shape.begin() + listed);
+    std::string text = shape_str(head);
+    text.pop_back();
+    return text + ", … (" + std::to_string(shape.size()) + " dimensions))";
+}
+
+std::string quoted_name(std::string_view name) { return "'" + printable_name(name) + "'"; }
+
+// torch.save writes a zip archive (since PyTorch 1.6) or, before that, a bare pickle whose
+// first byte is the PROTO opcode 0x80; their first 8 bytes read as an absurd header length.
+bool looks_like_torch_save(std::string_view bytes) {
+    return bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4) ||
+           (!bytes.empty() && static_cast<unsigned char>(bytes[0]) == 0x80);
+}
+
+// The deepest array/object nesting of JSON text (brackets inside strings do not count),
+// stopping as soon as it exceeds `limit`: linear, without recursion or allocation.
+std::size_t json_depth_up_to(std::string_view text, std::size_t limit) {
+    std::size_t depth = 0, deepest = 0;
+    bool in_string = false, escaped = false;
+    for (const char c : text) {
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+            if (deepest > limit) break;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
 class HeaderReader {
 public:
     explicit HeaderReader(const fs::path& file) : file_(file) {}
 
-    [[noreturn]] void fail(const std::string& what) const {
-        throw IoError("read_safetensors " + quoted(file_) + ": " + what);
+    std::string where_in_file(const std::string& what) const {
+        return "read_safetensors " + quoted(file_) + ": " + what;
     }
+    [[noreturn]] void fail(const std::string& what) const { throw IoError(where_in_file(what)); }
 
     struct Entry {
         TensorBlob blob;  // data still empty
         std::uint64_t begin = 0, end = 0;
     };
 
+    std::uint64_t header_size(std::string_view bytes) const;
     Json parse(std::string_view text) const;
     Entry parse_entry(const std::string& name, const Json& value) const;
     std::map<std::string, std::string> parse_metadata(const Json& value) const;
@@ -247,7 +432,37 @@ private:
     const fs::path& file_;
 };
 
+std::uint64_t decode_u64_le(std::string_view bytes) {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[i]);
+    return v;
+}
+
+// The header length field, checked against the limit and the bytes that follow it.
+std::uint64_t HeaderReader::header_size(std::string_view bytes) const {
+    const bool torch_save = looks_like_torch_save(bytes);
+    if (bytes.size() < 8 && !torch_save)
+        fail("file has " + std::to_string(bytes.size()) +
+             " bytes, fewer than the 8-byte header length field");
+    // 0x80 can also be the low byte of a valid header length, so the torch.save signature
+    // only names the problem once the length field proves the file is not safetensors.
+    const std::uint64_t size = bytes.size() < 8 ? 0 : decode_u64_le(bytes);
+    if (torch_save && (bytes.size() < 8 || size > max_safetensors_header_bytes || size > bytes.size() - 8))
+        fail("not a safetensors file (a torch.save pickle/zip?); save the state dict with "
+             "safetensors.torch.save_file instead");
+    if (size > max_safetensors_header_bytes)
+        fail("header length " + std::to_string(size) + " exceeds the limit of " +
+             std::to_string(max_safetensors_header_bytes) + " bytes (not a safetensors file?)");
+    if (size > bytes.size() - 8)
+        fail("header length " + std::to_string(size) + " exceeds the " +
+             std::to_string(bytes.size() - 8) + " bytes after the length field");
+    return size;
+}
+
 Json HeaderReader::parse(std::string_view text) const {
+    if (json_depth_up_to(text, max_safetensors_header_depth) > max_safetensors_header_depth)
+        fail("header nests arrays/objects deeper than " +
+             std::to_string(max_safetensors_header_depth) + " levels");
     // nlohmann keeps the last of duplicate keys silently; the callback sees every key first.
     std::vector<std::set<std::string>> open_objects;
     std::string duplicate;
@@ -262,22 +477,23 @@ Json HeaderReader::parse(std::string_view text) const {
     Json header;
     try {
         header = Json::parse(text.begin(), text.end(), watch_keys);
-    } catch (const nlohmann::json::parse_error& e) {
-        fail(std::string("header is not valid JSON: ") + e.what());
+    } catch (const nlohmann::json::exception& e) {
+        // nlohmann quotes the token it stopped at, which can be a megabyte-long string.
+        fail("header is not valid JSON: " + printable_name(e.what(), 300));
     }
-    if (!duplicate.empty()) fail("duplicate key '" + duplicate + "' in header");
+    if (!duplicate.empty()) fail("duplicate key " + quoted_name(duplicate) + " in header");
     if (!header.is_object()) fail("header is not a JSON object but " + std::string(header.type_name()));
     return header;
 }
 
 std::uint64_t HeaderReader::parse_unsigned(const Json& value, const std::string& what) const {
-    if (!value.is_number_unsigned()) fail(what + " must be a non-negative integer, found " + value.dump());
+    if (!value.is_number_unsigned()) fail(what + " must be a non-negative integer, found " + describe(value));
     return value.get<std::uint64_t>();
 }
 
 HeaderReader::Entry HeaderReader::parse_entry(const std::string& name, const Json& value) const {
-    const std::string where = "tensor '" + name + "'";
-    if (!value.is_object()) fail(where + ": entry is not an object but " + value.dump());
+    const std::string where = "tensor " + quoted_name(name);
+    if (!value.is_object()) fail(where + ": entry is not an object but " + describe(value));
     for (const char* field : {"dtype", "shape", "data_offsets"})
         if (!value.contains(field)) fail(where + ": missing field \"" + field + "\"");
 
@@ -286,37 +502,38 @@ HeaderReader::Entry HeaderReader::parse_entry(const std::string& name, const Jso
     const Json& dtype = value["dtype"];
     const auto parsed = dtype.is_string() ? dtype_from_name(dtype.get<std::string>()) : std::nullopt;
     if (!parsed)
-        fail(where + ": unknown dtype " + dtype.dump() + " (supported: " + supported_dtypes() + ")");
+        fail(where + ": unknown dtype " + describe(dtype) + " (supported: " + supported_dtypes() + ")");
     entry.blob.dtype = *parsed;
 
     const Json& shape = value["shape"];
-    if (!shape.is_array()) fail(where + ": shape is not an array but " + shape.dump());
+    if (!shape.is_array()) fail(where + ": shape is not an array but " + describe(shape));
     for (const Json& d : shape) entry.blob.shape.push_back(parse_unsigned(d, where + ": shape entry"));
 
     const Json& offsets = value["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2)
-        fail(where + ": data_offsets must be [begin, end], found " + offsets.dump());
+        fail(where + ": data_offsets must be [begin, end], found " + describe(offsets));
     entry.begin = parse_unsigned(offsets[0], where + ": data_offsets begin");
     entry.end = parse_unsigned(offsets[1], where + ": data_offsets end");
     if (entry.end < entry.begin)
         fail(where + ": data_offsets [" + std::to_string(entry.begin) + ", " +
              std::to_string(entry.end) + "] end before begin");
 
-    const auto bytes = checked_byte_count(entry.blob.shape, entry.blob.dtype);
-    if (!bytes) fail(where + ": shape " + shape_str(entry.blob.shape) + " overflows");
-    if (*bytes != entry.end - entry.begin)
-        fail(where + ": shape " + shape_str(entry.blob.shape) + " of " + dtype.get<std::string>() +
-             " needs " + std::to_string(*bytes) + " bytes, data_offsets span " +
+    const std::uint64_t bytes = checked_mul<IoError>(
+        checked_product<IoError>(entry.blob.shape, where_in_file(where + ": shape")),
+        dtype_size(entry.blob.dtype), where_in_file(where + ": byte count of shape " + shape_text(entry.blob.shape)));
+    if (bytes != entry.end - entry.begin)
+        fail(where + ": shape " + shape_text(entry.blob.shape) + " of " + dtype.get<std::string>() +
+             " needs " + std::to_string(bytes) + " bytes, data_offsets span " +
              std::to_string(entry.end - entry.begin));
     return entry;
 }
 
 std::map<std::string, std::string> HeaderReader::parse_metadata(const Json& value) const {
-    if (!value.is_object()) fail("__metadata__ is not an object but " + value.dump());
+    if (!value.is_object()) fail("__metadata__ is not an object but " + describe(value));
     std::map<std::string, std::string> metadata;
     for (const auto& [key, v] : value.items()) {
         if (!v.is_string())
-            fail("__metadata__ value of '" + key + "' is not a string but " + v.dump());
+            fail("__metadata__ value of " + quoted_name(key) + " is not a string but " + describe(v));
         metadata[key] = v.get<std::string>();
     }
     return metadata;
@@ -330,13 +547,13 @@ void HeaderReader::check_layout(std::vector<Entry>& entries, std::uint64_t buffe
     std::uint64_t covered = 0;
     const Entry* previous = nullptr;
     for (const Entry& e : entries) {
-        const std::string where = "tensor '" + e.blob.name + "': data_offsets [" +
+        const std::string where = "tensor " + quoted_name(e.blob.name) + ": data_offsets [" +
                                   std::to_string(e.begin) + ", " + std::to_string(e.end) + "] ";
         if (e.end > buffer_size)
             fail(where + "exceed the data buffer of " + std::to_string(buffer_size) +
                  " bytes (file truncated?)");
         if (e.begin < covered)
-            fail(where + "overlap tensor '" + previous->blob.name + "' ending at " +
+            fail(where + "overlap tensor " + quoted_name(previous->blob.name) + " ending at " +
                  std::to_string(covered));
         if (e.begin > covered)
             fail(where + "leave a hole of " + std::to_string(e.begin - covered) +
@@ -349,10 +566,11 @@ void HeaderReader::check_layout(std::vector<Entry>& entries, std::uint64_t buffe
              std::to_string(buffer_size) + " bytes, tensors cover " + std::to_string(covered) + ")");
 }
 
-std::uint64_t decode_u64_le(const std::string& bytes) {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[i]);
-    return v;
+// Names such as "0.weight", "fc1.weight" or "features.0.weight" come from a PyTorch
+// state_dict, whose keys follow the module attributes rather than minsharp's layerN.
+bool looks_like_pytorch_name(std::string_view name) {
+    if (name.substr(0, 5) == "layer" || name.substr(0, 6) == "optim.") return false;
+    return name.find('.') != std::string_view::npos;
 }
 
 }  // namespace
@@ -361,6 +579,7 @@ std::uint64_t decode_u64_le(const std::string& bytes) {
 
 void write_file_atomic(const fs::path& file, std::string_view content) {
     create_parent_directories(file);
+    remove_stale_temp_files(file);
     const fs::path tmp = unique_temp_path(file);
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) fail_write(file, "cannot create temp file " + quoted(tmp) + ": " + errno_text());
@@ -375,31 +594,9 @@ void write_file_atomic(const fs::path& file, std::string_view content) {
 }
 
 std::string read_file(const fs::path& file) {
-    const auto fail = [&](const std::string& what) { fail_read(file, what); };
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(errno_text());
-    struct Closer {
-        int fd;
-        ~Closer() { ::close(fd); }
-    } closer{fd};
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) fail(errno_text());
-    if (S_ISDIR(st.st_mode)) fail("it is a directory");
-
-    // One byte beyond the reported size, so a file that has not grown is read without resizing.
-    std::string out(static_cast<std::size_t>(std::max<off_t>(st.st_size, 0)) + 1, '\0');
-    std::size_t used = 0;
-    for (;;) {
-        if (used == out.size()) out.resize(2 * out.size());
-        const ssize_t n = ::read(fd, out.data() + used, out.size() - used);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail(errno_text());
-        }
-        if (n == 0) break;
-        used += static_cast<std::size_t>(n);
-    }
-    out.resize(used);
+    RegularFile in(file);
+    std::string out(in.size(), '\0');
+    out.resize(in.read(out.data(), out.size()));
     return out;
 }
 
@@ -429,18 +626,10 @@ void write_safetensors(const fs::path& file, const Safetensors& content) {
     write_file_atomic(file, bytes);
 }
 
-Safetensors read_safetensors(const fs::path& file) {
-    const std::string bytes = read_file(file);
+Safetensors parse_safetensors(std::string_view bytes, const fs::path& file) {
     const HeaderReader reader(file);
-    if (bytes.size() < 8)
-        reader.fail("file has " + std::to_string(bytes.size()) +
-                    " bytes, fewer than the 8-byte header length field");
-    const std::uint64_t header_size = decode_u64_le(bytes);
-    if (header_size > bytes.size() - 8)
-        reader.fail("header length " + std::to_string(header_size) + " exceeds the " +
-                    std::to_string(bytes.size() - 8) + " bytes after the length field");
-
-    const Json header = reader.parse(std::string_view(bytes).substr(8, header_size));
+    const std::uint64_t header_size = reader.header_size(bytes);
+    const Json header = reader.parse(bytes.substr(8, header_size));
     Safetensors content;
     std::vector<HeaderReader::Entry> entries;
     for (const auto& [key, value] : header.items()) {
@@ -459,6 +648,50 @@ Safetensors read_safetensors(const fs::path& file) {
         content.tensors.push_back(std::move(e.blob));
     }
     return content;
+}
+
+Safetensors read_safetensors(const fs::path& file) {
+    return parse_safetensors(read_file(file), file);
+}
+
+std::string state_dict_naming_hint(const Safetensors& content) {
+    if (content.tensors.empty()) return "";
+    for (const auto& blob : content.tensors)
+        if (!looks_like_pytorch_name(blob.name)) return "";
+    return "; names look like a PyTorch state dict (e.g. " + quoted_name(content.tensors.front().name) +
+           "): rename keys to layerN.* (scripts/minsharp_torch.py does this)";
+}
+
+template <class T>
+void require_finite(std::string_view where, std::string_view tensor_name, std::span<const T> values) {
+    const auto bad = std::find_if(values.begin(), values.end(), [](T v) { return !std::isfinite(v); });
+    if (bad == values.end()) return;
+    throw IoError(std::string(where) + ": tensor " + quoted_name(tensor_name) + " holds " +
+                  format_double(static_cast<double>(*bad)) + " at flat index " +
+                  std::to_string(bad - values.begin()) + " (of " + std::to_string(values.size()) +
+                  "); parameters must be finite");
+}
+
+template void require_finite<float>(std::string_view, std::string_view, std::span<const float>);
+template void require_finite<double>(std::string_view, std::string_view, std::span<const double>);
+
+std::string printable_name(std::string_view name, std::size_t max_chars) {
+    std::string out;
+    std::size_t chars = 0, i = 0;
+    while (i < name.size()) {
+        if (chars == max_chars) return out + "…";
+        const std::size_t length = utf8_sequence_length(name.substr(i));
+        const auto first = static_cast<unsigned char>(name[i]);
+        if (length == 0 || is_control(name.substr(i, length))) {
+            out += first == '\\' ? std::string("\\\\") : hex_escape(first);
+            i += 1;
+        } else {
+            out.append(name.substr(i, length));
+            i += length;
+        }
+        ++chars;
+    }
+    return out;
 }
 
 template <class T>

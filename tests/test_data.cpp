@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -268,9 +269,80 @@ BOOST_AUTO_TEST_CASE(data_longer_than_header_says) {
 }
 
 BOOST_AUTO_TEST_CASE(absurd_header_sizes_fail_without_allocating_them) {
-    require_idx_error(idx_file({100000, 100000, 100000}, fixture_pixels), 3, {"truncated data"});
+    require_idx_error(idx_file({100000, 100000, 100000}, fixture_pixels), 3,
+                      {"dimension 1 is 100000", "more than the maximum of 4096"});
+    require_idx_error(idx_file({1000, 28, 28}, fixture_pixels), 3,
+                      {"truncated data", "784000 bytes", "found only 18"});
     require_idx_error(idx_file({0xffffffffu, 0xffffffffu, 0xffffffffu}, fixture_pixels), 3,
                       {"overflow"}, false);
+}
+
+BOOST_AUTO_TEST_CASE(announced_sizes_are_checked_against_maxima_before_inflating) {
+    // A small gzip announcing 1×32768×32768 used to be inflated (1 GiB, then 4 GiB of floats)
+    // before anything looked at the sizes.
+    TempDir dir;
+    write_gz(dir / "huge-images.gz", idx_file({1, 32768, 32768}, Bytes(4096, 0)));
+    require_data_error([&] { read_idx(dir / "huge-images.gz", 3); }, "huge-images.gz",
+                       {"dimension 1 is 32768", "maximum of 4096"});
+    require_idx_error(idx_file({10'000'001}, {}), 1, {"10000001 items", "maximum of 10000000"});
+    require_idx_error(idx_file({300'000, 4096, 4096}, {}), 3,
+                      {"5033164800000 bytes", "maximum of 4294967296"});
+}
+
+BOOST_AUTO_TEST_CASE(raw_size_mismatch_is_found_before_reading_the_data) {
+    TempDir dir;
+    // 9 MB announced, 18 bytes present: rejected from the file size alone.
+    write_raw(dir / "short", idx_file({12, 1000, 750}, fixture_pixels));
+    require_data_error([&] { read_idx(dir / "short", 3); }, "short",
+                       {"truncated data", "9000000 bytes", "found only 18"});
+}
+
+BOOST_AUTO_TEST_CASE(gzip_with_trailing_garbage_is_rejected_like_a_raw_file) {
+    TempDir dir;
+    write_gz(dir / "good.gz", idx_file(fixture_dims, fixture_pixels));
+    const Bytes good = read_raw(dir / "good.gz");
+    Bytes garbage = good;
+    for (std::uint8_t b : {'j', 'u', 'n', 'k'}) garbage.push_back(b);
+    write_raw(dir / "garbage.gz", garbage);
+    require_data_error([&] { read_idx(dir / "garbage.gz", 3); }, "garbage.gz",
+                       {"trailing garbage", "4 bytes follow the gzip stream"});
+    Bytes one_byte = good;
+    one_byte.push_back(0);
+    write_raw(dir / "one-byte.gz", one_byte);
+    require_data_error([&] { read_idx(dir / "one-byte.gz", 3); }, "one-byte.gz", {"trailing garbage", "1 bytes"});
+}
+
+BOOST_AUTO_TEST_CASE(concatenated_gzip_members_are_one_stream) {
+    TempDir dir;
+    const Bytes contents = idx_file(fixture_dims, fixture_pixels);
+    write_gz(dir / "first.gz", Bytes(contents.begin(), contents.begin() + 10));
+    write_gz(dir / "second.gz", Bytes(contents.begin() + 10, contents.end()));
+    Bytes both = read_raw(dir / "first.gz");
+    const Bytes second = read_raw(dir / "second.gz");
+    both.insert(both.end(), second.begin(), second.end());
+    write_raw(dir / "both.gz", both);
+    BOOST_TEST(read_idx(dir / "both.gz", 3).bytes == fixture_pixels, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(only_regular_files_are_read) {
+    TempDir dir;
+    const fs::path fifo = dir / "fifo-idx";
+    BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Opening a FIFO used to block until a writer appeared: forever.
+    require_data_error([&] { read_idx(fifo, 1); }, "fifo-idx", {"not a regular file"});
+    require_data_error([&] { read_idx("/dev/zero", 1); }, "/dev/zero", {"not a regular file"});
+}
+
+BOOST_AUTO_TEST_CASE(parse_idx_reads_bytes_in_memory) {
+    TempDir dir;
+    write_gz(dir / "compressed", idx_file(fixture_dims, fixture_pixels));
+    const Bytes gz = read_raw(dir / "compressed");
+    const Bytes raw = idx_file(fixture_dims, fixture_pixels);
+    for (const Bytes* bytes : {&raw, &gz}) {
+        const std::string_view view(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+        BOOST_TEST(parse_idx(view, 3, "memory").bytes == fixture_pixels, boost::test_tools::per_element());
+        require_data_error([&] { parse_idx(view.substr(0, view.size() - 1), 3, "memory"); }, "memory", {"truncated"});
+    }
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_gzip_stream) {

@@ -2,9 +2,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include "minsharp/io.hpp"
+#include "minsharp/io_limits.hpp"
 #include "minsharp/progress.hpp"
 #include "minsharp/random.hpp"
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <bit>
@@ -397,6 +400,221 @@ BOOST_AUTO_TEST_CASE(every_truncation_is_rejected) {
 BOOST_AUTO_TEST_CASE(missing_file_is_named) {
     const fs::path file = scratch() / "does_not_exist.safetensors";
     check_rejected(file, "No such file");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(hostile_files)
+
+namespace {
+
+const std::string two_floats = f32_bytes({1.f, 2.f});
+const std::string tensor_a = R"("a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]})";
+
+// The message read_safetensors throws for `bytes` (which must be rejected).
+std::string rejection(const std::string& name, const std::string& bytes) {
+    const fs::path file = scratch() / name;
+    write_raw(file, bytes);
+    try {
+        read_safetensors(file);
+    } catch (const IoError& e) {
+        const std::string message = e.what();
+        BOOST_TEST_MESSAGE(message.substr(0, 300));
+        BOOST_TEST(message.find(file.string()) != std::string::npos);
+        return message;
+    }
+    BOOST_FAIL("expected an IoError for " + name);
+    return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+// A pid that belonged to a process which has exited and been reaped.
+pid_t dead_pid() {
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return child;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(deep_nesting_is_rejected_before_parsing) {
+    // 100,000 levels used to overflow the stack when an error message dumped the value.
+    const std::string deep(100000, '[');
+    const std::string message = rejection("deep.safetensors",
+                                          safetensors_bytes(R"({"a": )" + deep + "}", ""));
+    BOOST_TEST(contains(message, "deeper than 64 levels"));
+    rejection("deep_metadata.safetensors",
+              safetensors_bytes(R"({"__metadata__": )" + deep + "}", ""));
+    // Brackets inside strings are text, not nesting.
+    const fs::path fine = scratch() / "brackets_in_string.safetensors";
+    write_raw(fine, safetensors_bytes(R"({"__metadata__": {"k": ")" + deep + R"("}, )" + tensor_a + "}",
+                                      two_floats));
+    BOOST_TEST(read_safetensors(fine).metadata.at("k") == deep);
+}
+
+BOOST_AUTO_TEST_CASE(messages_describe_values_instead_of_dumping_them) {
+    std::string big_array = "[0";
+    for (int i = 0; i < 100000; ++i) big_array += ",0";
+    big_array += "]";
+    for (const auto& [name, header] : std::vector<std::pair<std::string, std::string>>{
+             {"dtype_array", R"({"a": {"dtype": )" + big_array + R"(, "shape": [2], "data_offsets": [0, 8]}})"},
+             {"metadata_array", R"({"__metadata__": )" + big_array + "}"},
+             {"metadata_value", R"({"__metadata__": {"k": )" + big_array + "}}"},
+             {"entry_array", R"({"a": )" + big_array + "}"},
+             {"shape_array", R"({"a": {"dtype": "F32", "shape": )" + big_array + R"(, "data_offsets": [0, 8]}})"},
+         }) {
+        BOOST_TEST_CONTEXT(name) {
+            const std::string message = rejection(name + ".safetensors", safetensors_bytes(header, two_floats));
+            BOOST_TEST(message.size() < 400u);
+        }
+    }
+    BOOST_TEST(contains(rejection("dtype_words.safetensors",
+                                  safetensors_bytes(R"({"a": {"dtype": ")" + std::string(5000, 'F') +
+                                                    R"(", "shape": [2], "data_offsets": [0, 8]}})", two_floats)),
+                        "…"));
+}
+
+BOOST_AUTO_TEST_CASE(names_in_messages_are_escaped_and_cut) {
+    const std::string escape_name = R"(\u001b[31mred\\)";  // JSON for ESC "[31mred\"
+    const std::string message = rejection(
+        "escape.safetensors",
+        safetensors_bytes(R"({")" + escape_name + R"(": {"dtype": "F8", "shape": [2], "data_offsets": [0, 8]}})",
+                          two_floats));
+    BOOST_TEST(contains(message, "'\\x1b[31mred\\\\'"));
+    BOOST_TEST(!contains(message, "\x1b"));
+    const std::string long_name(10000, 'n');
+    const std::string cut = rejection(
+        "long_name.safetensors",
+        safetensors_bytes(R"({")" + long_name + R"(": {"dtype": "F8", "shape": [2], "data_offsets": [0, 8]}})",
+                          two_floats));
+    BOOST_TEST(contains(cut, "'" + std::string(64, 'n') + "…'"));
+    BOOST_TEST(cut.size() < 400u);
+}
+
+BOOST_AUTO_TEST_CASE(printable_name_escapes_controls_and_counts_characters) {
+    BOOST_TEST(printable_name("layer0.weight") == "layer0.weight");
+    BOOST_TEST(printable_name("a\x1b[0mb\nc") == "a\\x1b[0mb\\x0ac");
+    BOOST_TEST(printable_name(std::string("a\x1b[0m\n\x7f", 7)) == "a\\x1b[0m\\x0a\\x7f");
+    BOOST_TEST(printable_name("\xc2\x9b") == "\\xc2\\x9b");       // C1 control (CSI)
+    BOOST_TEST(printable_name("\xff") == "\\xff");                  // not UTF-8
+    BOOST_TEST(printable_name("\xc3\xa9t\xc3\xa9") == "\xc3\xa9t\xc3\xa9");  // "été" kept
+    BOOST_TEST(printable_name("\xc3\xa9t\xc3\xa9", 2) == "\xc3\xa9t…");
+}
+
+BOOST_AUTO_TEST_CASE(torch_save_files_are_named_as_such) {
+    // torch.save writes a zip archive, or (legacy format) a pickle starting with PROTO 2.
+    const std::string zip = std::string("PK\x03\x04\x00\x00\x08\x08", 8) + std::string(100, '\0');
+    const std::string pickle = std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8", 12);
+    for (const auto& [name, bytes] : {std::pair{"zip.pt", zip}, std::pair{"pickle.pt", pickle}})
+        BOOST_TEST(contains(rejection(name, bytes), "not a safetensors file (a torch.save pickle/zip?)"));
+    // A valid header whose length has 0x80 as its low byte is not mistaken for a pickle.
+    std::string header = "{" + tensor_a + "}";
+    header.append(128 - header.size(), ' ');
+    const fs::path file = scratch() / "header_of_128.safetensors";
+    write_raw(file, le_u64(128) + header + two_floats);
+    BOOST_TEST(read_safetensors(file).tensors.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(header_length_has_a_documented_limit) {
+    const std::string message = rejection("over_limit.safetensors", le_u64(max_safetensors_header_bytes + 1) + "{}");
+    BOOST_TEST(contains(message, "exceeds the limit of 100000000 bytes"));
+}
+
+BOOST_AUTO_TEST_CASE(only_regular_files_are_read) {
+    const fs::path fifo = scratch() / "fifo.safetensors";
+    BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Opening a FIFO for reading used to block until a writer appeared: forever.
+    BOOST_CHECK_EXCEPTION(read_safetensors(fifo), IoError, [&](const IoError& e) {
+        return contains(e.what(), fifo.string()) && contains(e.what(), "not a regular file (a FIFO)");
+    });
+    BOOST_CHECK_EXCEPTION(read_file(fifo), IoError, [&](const IoError& e) {
+        return contains(e.what(), "not a regular file");
+    });
+    // /dev/zero never ends; it used to be read until memory ran out.
+    BOOST_CHECK_EXCEPTION(read_safetensors("/dev/zero"), IoError, [&](const IoError& e) {
+        return contains(e.what(), "/dev/zero") && contains(e.what(), "character device");
+    });
+}
+
+BOOST_AUTO_TEST_CASE(parse_safetensors_reads_bytes_in_memory) {
+    const std::string bytes = safetensors_bytes("{" + tensor_a + "}", two_floats);
+    const Safetensors content = parse_safetensors(bytes, "in-memory");
+    BOOST_TEST(content.tensors.at(0).name == "a");
+    BOOST_CHECK_EXCEPTION(parse_safetensors(bytes.substr(0, 20), "in-memory"), IoError,
+                          [](const IoError& e) { return contains(e.what(), "'in-memory'"); });
+}
+
+BOOST_AUTO_TEST_CASE(checked_arithmetic_names_the_field) {
+    BOOST_TEST(checked_mul(3, 4, "x") == 12u);
+    BOOST_TEST(checked_add(3, 4, "x") == 7u);
+    BOOST_TEST(checked_product(Shape{2, 3, 4}, "x") == 24u);
+    BOOST_TEST(checked_product(Shape{}, "x") == 1u);
+    BOOST_CHECK_EXCEPTION(checked_mul<IoError>(std::uint64_t{1} << 40, std::uint64_t{1} << 30, "rows"),
+                          IoError, [](const IoError& e) {
+                              return contains(e.what(), "rows: 1099511627776 × 1073741824 overflows");
+                          });
+    BOOST_CHECK_EXCEPTION(checked_add(~std::uint64_t{0}, 1, "offset"), Error,
+                          [](const Error& e) { return contains(e.what(), "offset: "); });
+    BOOST_CHECK_EXCEPTION(checked_product(Shape{std::size_t{1} << 32, std::size_t{1} << 32}, "shape"), Error,
+                          [](const Error& e) { return contains(e.what(), "shape: the product of the dimensions overflows 64 bits at dimension 1 (4294967296 × 4294967296)"); });
+}
+
+BOOST_AUTO_TEST_CASE(require_finite_names_tensor_and_index) {
+    const std::vector<float> good{1.f, -2.f, 0.f};
+    BOOST_CHECK_NO_THROW(require_finite<float>("ckpt", "layer0.weight", good));
+    const std::vector<double> bad{1.0, 2.0, std::numeric_limits<double>::quiet_NaN()};
+    BOOST_CHECK_EXCEPTION(require_finite<double>("ckpt.safetensors", "layer0.weight", bad), IoError,
+                          [](const IoError& e) {
+                              return contains(e.what(), "ckpt.safetensors: tensor 'layer0.weight' holds nan at flat index 2");
+                          });
+    const std::vector<float> inf{std::numeric_limits<float>::infinity()};
+    BOOST_CHECK_EXCEPTION(require_finite<float>("f", "b", inf), IoError,
+                          [](const IoError& e) { return contains(e.what(), "holds inf at flat index 0"); });
+}
+
+BOOST_AUTO_TEST_CASE(pytorch_state_dict_names_get_a_hint) {
+    const std::vector<float> v{1.f};
+    for (const auto& names : std::vector<std::vector<std::string>>{
+             {"0.weight", "0.bias"}, {"fc1.weight", "fc1.bias"}, {"features.0.weight"}}) {
+        Safetensors st;
+        for (const auto& n : names) st.tensors.push_back(make_blob(n, {1}, v.data()));
+        BOOST_TEST(contains(state_dict_naming_hint(st), "names look like a PyTorch state dict"));
+        BOOST_TEST(contains(state_dict_naming_hint(st), "rename keys to layerN.*"));
+    }
+    Safetensors ours;
+    ours.tensors.push_back(make_blob("layer0.weight", {1}, v.data()));
+    ours.tensors.push_back(make_blob("optim.layer0.weight", {1}, v.data()));
+    BOOST_TEST(state_dict_naming_hint(ours).empty());
+    BOOST_TEST(state_dict_naming_hint(Safetensors{}).empty());
+}
+
+BOOST_AUTO_TEST_CASE(stale_temp_files_of_dead_writers_are_removed) {
+    const fs::path dir = scratch() / "stale";
+    fs::create_directories(dir);
+    const fs::path target = dir / "out.txt";
+    const std::string dead = std::to_string(dead_pid());
+    const std::string alive = std::to_string(::getppid());
+    const fs::path stale = dir / ("out.txt.tmp." + dead + ".0");
+    const fs::path stale_again = dir / ("out.txt.tmp." + dead + ".17");
+    const fs::path running_writer = dir / ("out.txt.tmp." + alive + ".3");
+    const fs::path other_target = dir / ("other.txt.tmp." + dead + ".0");
+    const fs::path not_a_temp = dir / ("out.txt.tmp." + dead + ".0.keep");
+    for (const auto& f : {stale, stale_again, running_writer, other_target, not_a_temp}) write_raw(f, "x");
+
+    write_file_atomic(target, "new");
+    BOOST_TEST(read_file(target) == "new");
+    BOOST_TEST(!fs::exists(stale));
+    BOOST_TEST(!fs::exists(stale_again));
+    BOOST_TEST(fs::exists(running_writer));  // may still be renamed by its writer
+    BOOST_TEST(fs::exists(other_target));    // another target's business
+    BOOST_TEST(fs::exists(not_a_temp));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

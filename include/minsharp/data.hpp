@@ -26,11 +26,25 @@ struct IdxArray {
     std::vector<std::uint8_t> bytes;
 };
 
+/// Largest IDX content read_idx accepts, checked on the header before anything is allocated
+/// or decompressed: at most max_idx_items items (the first dimension), every later dimension
+/// at most max_idx_dim, at most max_idx_bytes data bytes in all.
+inline constexpr std::uint64_t max_idx_items = 10'000'000;
+inline constexpr std::uint64_t max_idx_dim = 4096;
+inline constexpr std::uint64_t max_idx_bytes = std::uint64_t{1} << 32;
+
 /// Reads an IDX file of unsigned bytes (type 0x08) with `expected_rank` dimensions.
 /// Gzip-compressed files are recognised by their magic bytes (1f 8b), not by the name.
-/// Throws DataError when the file is missing or unreadable, the magic is wrong, the data
-/// is shorter or longer than the header announces, or the gzip stream is corrupt.
+/// Only regular files are read (a FIFO or device is refused before reading).
+/// Throws DataError naming the file when it is missing or unreadable, the magic is wrong,
+/// the header exceeds the maxima above, the data is shorter or longer than the header
+/// announces, the gzip stream is corrupt or truncated, or bytes that are not another gzip
+/// member follow it.
 IdxArray read_idx(const std::filesystem::path& file, std::size_t expected_rank);
+
+/// read_idx on the file's bytes already in memory; `file` only names them in messages.
+IdxArray parse_idx(std::string_view bytes, std::size_t expected_rank,
+                   const std::filesystem::path& file);
 
 /// Labelled images, normalized as torchvision's ToTensor + Normalize((0.5,), (0.5,)):
 /// pixel p becomes (p/255 − 0.5)/0.5, so 0 → −1 and 255 → 1.

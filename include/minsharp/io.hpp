@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,9 +24,13 @@ public:
 /// Writes `content` to `file` so that readers see either the old file or the complete new one:
 /// writes a unique temp file next to it, fsyncs, then renames it over the target.
 /// Creates missing parent directories. Throws IoError naming the file; no temp file remains.
+/// Temp files of the same target left by writers that were killed (their pid no longer runs on
+/// this host) are removed first.
 void write_file_atomic(const std::filesystem::path& file, std::string_view content);
 
-/// The whole content of `file` as bytes. Throws IoError if it is missing or unreadable.
+/// The whole content of `file` as bytes, as large as the file was when opened. Only regular
+/// files are read: a FIFO, device, socket or directory is refused before reading, so the call
+/// neither blocks nor reads without bound. Throws IoError if it is missing or unreadable.
 std::string read_file(const std::filesystem::path& file);
 
 /// Element types of safetensors, spelled as the format spells them.
@@ -65,7 +70,25 @@ void write_safetensors(const std::filesystem::path& file, const Safetensors& con
 
 /// Reads and fully validates a safetensors file (header, dtypes, shapes, offsets covering the
 /// data buffer exactly, unique names, string metadata). Throws IoError naming the file.
+/// Limits (io_limits.hpp): header ≤ 100 MB, nesting ≤ 64 levels; only regular files are read;
+/// a torch.save file (zip or pickle) is named as such.
 Safetensors read_safetensors(const std::filesystem::path& file);
+
+/// read_safetensors on bytes already in memory; `file` only names the source in messages.
+Safetensors parse_safetensors(std::string_view bytes, const std::filesystem::path& file);
+
+/// For a "tensor ... is missing" message: when every tensor name looks like a PyTorch state
+/// dict key ("0.weight", "fc1.weight", "features.0.weight"), a hint (starting "; ") to rename
+/// them to layerN.*; otherwise "".
+std::string state_dict_naming_hint(const Safetensors& content);
+
+/// Throws IoError "<where>: tensor '<name>' holds nan at flat index i (of n); ..." if a value
+/// is NaN or infinite. Loaded parameters go through this: one NaN makes every loss NaN.
+template <class T>
+void require_finite(std::string_view where, std::string_view tensor_name, std::span<const T> values);
+
+extern template void require_finite<float>(std::string_view, std::string_view, std::span<const float>);
+extern template void require_finite<double>(std::string_view, std::string_view, std::span<const double>);
 
 /// Packs `values` (product of `shape` many, row-major) as F32 (T = float) or F64 (T = double).
 template <class T>
