@@ -17,15 +17,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 targets=${FUZZ_TARGETS:-fuzz_safetensors fuzz_idx fuzz_spec fuzz_plan_line}
 
-# The newest clang available: clang 14 (Debian 12's default) cannot compile src/ops.cpp
-# (lambdas capturing structured bindings need clang 16); FUZZ_CXX overrides.
+# Debian 12's clang (14) with its libFuzzer runtime (scripts/packages-ci.txt); FUZZ_CXX
+# overrides.
 pick_clang() {
-    local candidate
-    for candidate in clang++-19 clang++-18 clang++-17 clang++-16 clang++; do
-        if command -v "$candidate" >/dev/null; then echo "$candidate"; return; fi
-    done
-    echo "fuzz.sh: no clang++ found (apt-get install clang-16 libclang-rt-16-dev)" >&2
-    exit 2
+    command -v clang++ >/dev/null ||
+        { echo "fuzz.sh: no clang++ found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
+    echo clang++
 }
 
 if [[ ! -f $build/build.ninja ]]; then

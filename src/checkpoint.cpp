@@ -1,5 +1,7 @@
 #include "minsharp/checkpoint.hpp"
 
+#include "minsharp/checked.hpp"
+#include "minsharp/io_limits.hpp"
 #include "minsharp/models.hpp"
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <cmath>
 #include <cstring>
 #include <set>
-#include <sstream>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,30 +22,25 @@ std::string input_shape_text(ActShape s) {
     return std::to_string(s.c) + "," + std::to_string(s.h) + "," + std::to_string(s.w);
 }
 
+// "C,H,W", each a plain whole number: a sign, spaces or an exponent are not quietly read.
 ActShape parse_input_shape(const std::string& text, const std::string& where) {
+    const std::string what = where + ": metadata " + meta_input_shape;
+    const auto first = text.find(','), second = text.find(',', first + 1);
+    if (text.size() > 64 || first == std::string::npos || second == std::string::npos ||
+        text.find(',', second + 1) != std::string::npos)
+        throw IoError(what + " is not of the form C,H,W");
+    constexpr std::uint64_t max_extent = 1u << 20;
+    const std::string_view all(text);
     ActShape s;
-    char c1 = 0, c2 = 0;
-    std::istringstream in(text);
-    if (!(in >> s.c >> c1 >> s.h >> c2 >> s.w) || c1 != ',' || c2 != ',')
-        throw IoError(where + ": metadata " + meta_input_shape + " '" + text +
-                      "' is not of the form C,H,W");
+    s.c = parse_whole_number(all.substr(0, first), what + " C", 1, max_extent);
+    s.h = parse_whole_number(all.substr(first + 1, second - first - 1), what + " H", 1, max_extent);
+    s.w = parse_whole_number(all.substr(second + 1), what + " W", 1, max_extent);
     return s;
 }
 
 bool has_prefix(const std::string& name, const std::vector<std::string>& prefixes) {
     return std::any_of(prefixes.begin(), prefixes.end(),
                        [&](const std::string& p) { return name.rfind(p, 0) == 0; });
-}
-
-// A NaN or Inf weight makes every later number (loss, Tr H, minimum sharpness) garbage that
-// still looks plausible, so it is refused where it enters.
-template <class T>
-void require_finite(const std::vector<T>& values, const std::string& tensor, const std::string& where) {
-    const auto bad = std::find_if(values.begin(), values.end(), [](T v) { return !std::isfinite(v); });
-    if (bad != values.end())
-        throw IoError(where + ": tensor '" + tensor + "' has a non-finite value (" +
-                      format_double(double(*bad)) + ") at flat index " +
-                      std::to_string(bad - values.begin()));
 }
 
 // The nearest folder that exists: `dir` itself, or the ancestor under which it would be made.
@@ -84,19 +80,23 @@ void load_parameters(Sequential<T>& model, const Safetensors& file, const std::s
         const TensorBlob* blob = file.find(p->name);
         if (!blob)
             throw IoError(where + ": tensor '" + p->name + "' " + shape_str(p->shape) +
-                          " required by the architecture is missing");
+                          " required by the architecture is missing" +
+                          state_dict_naming_hint(file));
         if (blob->shape != p->shape)
             throw IoError(where + ": tensor '" + p->name + "' has shape " +
                           shape_str(blob->shape) + ", the architecture expects " +
                           shape_str(p->shape));
         const auto values = blob_values<T>(*blob);
-        require_finite(values, p->name, where);
+        // A NaN or Inf weight makes every later number (loss, Tr H, minimum sharpness)
+        // garbage that still looks plausible, so it is refused where it enters.
+        require_finite<T>(where, p->name, values);
         std::copy(values.begin(), values.end(), p->value.begin());
     }
     for (const auto& blob : file.tensors)
         if (!expected.count(blob.name) && !has_prefix(blob.name, ignored_prefixes))
-            throw IoError(where + ": tensor '" + blob.name +
-                          "' does not belong to the architecture (" + model.spec() + ")");
+            throw IoError(where + ": tensor '" + printable_name(blob.name) +
+                          "' does not belong to the architecture (" + model.spec() + ")" +
+                          state_dict_naming_hint(file));
 }
 
 template <class T>

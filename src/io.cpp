@@ -659,7 +659,8 @@ std::string state_dict_naming_hint(const Safetensors& content) {
     for (const auto& blob : content.tensors)
         if (!looks_like_pytorch_name(blob.name)) return "";
     return "; names look like a PyTorch state dict (e.g. " + quoted_name(content.tensors.front().name) +
-           "): rename keys to layerN.* (scripts/minsharp_torch.py does this)";
+           "): minsharp names the parametric layers layer0, layer1, ...; convert the file with "
+           "/usr/bin/python3 scripts/minsharp_torch.py export (docs/pytorch.md)";
 }
 
 template <class T>

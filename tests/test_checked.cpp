@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "minsharp/checked.hpp"
+#include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/parallel.hpp"
 
@@ -36,12 +37,20 @@ BOOST_AUTO_TEST_CASE(mul_and_add_throw_on_overflow_naming_the_field) {
     expect_error([] { checked_add(size_max, 1, "extent"); }, "extent: 18446744073709551615 + 1");
 }
 
-BOOST_AUTO_TEST_CASE(product_names_the_shape) {
+BOOST_AUTO_TEST_CASE(a_size_from_a_file_overflows_as_an_io_error) {
+    BOOST_CHECK_THROW(checked_mul<IoError>(std::size_t{1} << 40, std::size_t{1} << 30, "rows"),
+                      IoError);
+    BOOST_CHECK_THROW(checked_product<IoError>(Shape{std::size_t{1} << 32, std::size_t{1} << 32},
+                                               "shape"),
+                      IoError);
+}
+
+BOOST_AUTO_TEST_CASE(product_names_the_dimension_where_it_overflows) {
     BOOST_TEST(checked_product(Shape{2, 3, 4}, "x") == 24u);
     BOOST_TEST(checked_product(Shape{}, "x") == 1u);
     BOOST_TEST(checked_product(Shape{5, 0, size_max}, "x") == 0u);
     expect_error([] { checked_product(Shape{1, 1u << 31, 1u << 31, 4, 2}, "weight"); },
-                 "weight (1, 2147483648, 2147483648, 4, 2): the element count overflows");
+                 "weight (1, 2147483648, 2147483648, 4, 2): the element count overflows at dimension 3");
 }
 
 BOOST_AUTO_TEST_CASE(cast_refuses_narrowing_and_sign_changes) {

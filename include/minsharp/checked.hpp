@@ -15,33 +15,43 @@
 
 namespace minsharp {
 
-/// a · b; throws Error "<what>: a × b overflows" when the product does not fit.
-inline std::size_t checked_mul(std::size_t a, std::size_t b, std::string_view what) {
+// E is the exception thrown: Error by default, IoError where the size came from a file.
+
+/// a · b; throws E "<what>: a × b overflows" when the product does not fit.
+template <class E = Error>
+std::size_t checked_mul(std::size_t a, std::size_t b, std::string_view what) {
     std::size_t product = 0;
     if (__builtin_mul_overflow(a, b, &product))
-        throw Error(std::string(what) + ": " + std::to_string(a) + " × " + std::to_string(b) +
-                    " overflows");
+        throw E(std::string(what) + ": " + std::to_string(a) + " × " + std::to_string(b) +
+                " overflows");
     return product;
 }
 
-/// a + b; throws Error "<what>: a + b overflows" when the sum does not fit.
-inline std::size_t checked_add(std::size_t a, std::size_t b, std::string_view what) {
+/// a + b; throws E "<what>: a + b overflows" when the sum does not fit.
+template <class E = Error>
+std::size_t checked_add(std::size_t a, std::size_t b, std::string_view what) {
     std::size_t sum = 0;
     if (__builtin_add_overflow(a, b, &sum))
-        throw Error(std::string(what) + ": " + std::to_string(a) + " + " + std::to_string(b) +
-                    " overflows");
+        throw E(std::string(what) + ": " + std::to_string(a) + " + " + std::to_string(b) +
+                " overflows");
     return sum;
 }
 
-/// The number of elements of `shape` (any range of unsigned sizes); throws Error
-/// "<what> (..): the element count overflows" when it does not fit in std::size_t.
-template <class S>
+/// The number of elements of `shape` (any range of unsigned sizes); throws E "<what>
+/// (d0, d1, ...): the element count overflows at dimension i" when it does not fit in
+/// std::size_t. Shapes of more than 8 dimensions are not printed: a hostile file's shape
+/// can be megabytes long.
+template <class E = Error, class S>
 std::size_t checked_product(const S& shape, std::string_view what) {
-    std::size_t product = 1;
-    for (auto extent : shape)
-        if (__builtin_mul_overflow(product, static_cast<std::size_t>(extent), &product))
-            throw Error(std::string(what) + " " + shape_str(shape) +
-                        ": the element count overflows");
+    std::size_t product = 1, index = 0;
+    for (auto extent : shape) {
+        if (__builtin_mul_overflow(product, static_cast<std::size_t>(extent), &product)) {
+            const bool short_shape = std::size(shape) <= 8;
+            throw E(std::string(what) + (short_shape ? " " + shape_str(shape) : std::string()) +
+                    ": the element count overflows at dimension " + std::to_string(index));
+        }
+        ++index;
+    }
     return product;
 }
 
