@@ -1,5 +1,5 @@
 // Rank and linear correlations used to compare sharpness measures with the generalization
-// gap (SCIENCE.md §6: Kendall τ over runs).
+// gap (docs/science.md §6: Kendall τ over runs).
 #pragma once
 
 #include <vector>

@@ -1,4 +1,4 @@
-// Exact diag H of the mean cross-entropy (SCIENCE.md §4), as an extension of the backward
+// Exact diag H of the mean cross-entropy (docs/science.md §4), as an extension of the backward
 // pass: one forward per chunk, K backward passes seeded with the columns c_k = √p_k (e_k − p)
 // of the factored output Hessian diag(p) − p pᵀ = C Cᵀ, and one rule per parametric layer
 // turning (its input, the gradients that reached it) into squared per-example gradients.

@@ -1,4 +1,4 @@
-// Randomized finite-difference estimators of diag H and Tr H (SCIENCE.md §5).
+// Randomized finite-difference estimators of diag H and Tr H (docs/science.md §5).
 //
 // Reading of the two Tsuzuku et al. versions:
 //  - "arXiv": g(θ + rε) − g(θ − rε) ≈ 2r Hε, so ε_i (Hε)_i has mean Σ_j H_ij E[ε_i ε_j] = H_ii

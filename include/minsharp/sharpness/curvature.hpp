@@ -1,5 +1,5 @@
 // The exact Hessian diagonal of the mean cross-entropy of a piecewise-linear network
-// (SCIENCE.md §4), and the brute-force reference it is tested against.
+// (docs/science.md §4), and the brute-force reference it is tested against.
 #pragma once
 
 #include "minsharp/nn.hpp"

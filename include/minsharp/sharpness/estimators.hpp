@@ -1,5 +1,5 @@
 // Randomized estimators of diag H and Tr H from finite differences of gradients
-// (SCIENCE.md §5): the baselines the exact diagonal is compared against (experiment E2).
+// (docs/science.md §5): the baselines the exact diagonal is compared against (experiment E2).
 // Each reports its running estimate at chosen sample counts with the elapsed time, so
 // error-versus-time curves can be drawn without storing every sample.
 #pragma once

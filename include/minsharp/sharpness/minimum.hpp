@@ -1,5 +1,5 @@
 // Minimum sharpness: the smallest trace of the Hessian over all networks that compute the
-// same function under ReLU rescaling (SCIENCE.md §2–§3). Pure math on Hessian-diagonal
+// same function under ReLU rescaling (docs/science.md §2–§3). Pure math on Hessian-diagonal
 // numbers; the diagonal itself is computed in sharpness/curvature.
 //
 // Both problems are minimisations of sums of exponentials Σ c·exp(2(x_p − x_q)) over log

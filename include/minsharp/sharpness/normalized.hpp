@@ -1,6 +1,6 @@
 // Normalized sharpness (Tsuzuku, Sato, Sugiyama, ICML 2020), one weight layer at a time:
 //   min over σ ∈ R^{d_out}_+, τ ∈ R^{d_in}_+ of  Σ_ij [ H_ij σ_i τ_j + W_ij² / (σ_i τ_j) ],
-// a baseline the experiments compare minimum sharpness against (SCIENCE.md §5).
+// a baseline the experiments compare minimum sharpness against (docs/science.md §5).
 #pragma once
 
 #include "minsharp/tensor.hpp"

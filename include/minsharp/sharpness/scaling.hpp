@@ -1,4 +1,4 @@
-// Function-preserving rescalings of a ReLU network (SCIENCE.md §2–§3) and the map from a
+// Function-preserving rescalings of a ReLU network (docs/science.md §2–§3) and the map from a
 // Hessian diagonal per parameter tensor to the per-layer (out, in, group) view the minimum
 // sharpness solvers work on.
 //
