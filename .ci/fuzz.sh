@@ -17,12 +17,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 targets=${FUZZ_TARGETS:-fuzz_safetensors fuzz_idx fuzz_spec fuzz_plan_line}
 
-# Debian 12's clang (14) with its libFuzzer runtime (scripts/packages-ci.txt); FUZZ_CXX
-# overrides.
+# Debian 12's clang 16 with its libFuzzer runtime (scripts/packages-ci.txt): clang 14, the
+# default clang, cannot compile lambdas that capture structured bindings. FUZZ_CXX overrides.
 pick_clang() {
-    command -v clang++ >/dev/null ||
-        { echo "fuzz.sh: no clang++ found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
-    echo clang++
+    command -v clang++-16 >/dev/null ||
+        { echo "fuzz.sh: no clang++-16 (apt-get install clang-16 libclang-rt-16-dev)" >&2; exit 2; }
+    echo clang++-16
 }
 
 if [[ ! -f $build/build.ninja ]]; then

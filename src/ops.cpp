@@ -534,10 +534,7 @@ NodeId conv2d(Tape<T>& tape, NodeId x, Parameter<T>& weight,
 template <class T>
 NodeId max_pool2d(Tape<T>& tape, NodeId x, Window win) {
     const Node<T>& in = tape.node(x);
-    // Plain variables, not a structured binding: the lambda below captures them, which
-    // clang accepts only from version 16 (the fuzz build uses Debian 12's clang 14).
-    const std::array<std::size_t, 4> dims = shape4(in.value);
-    const std::size_t n = dims[0], c = dims[1], h = dims[2], w = dims[3];
+    const auto [n, c, h, w] = shape4(in.value);
     if (win.padding != 0) throw Error("max_pool2d: padding is not supported");
     // argmax holds 32-bit indices into the whole input.
     check_at_most(in.value.size(), std::size_t(1) << 32,
