@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "minsharp/blas_core.hpp"
+#include "minsharp/simd.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -52,12 +53,8 @@ inline std::string compile_target() {
     return isa;
 }
 
-// ---- RUNTIME SIMD DISPATCH HOOK -----------------------------------------------------------
-// When the library chooses its kernels at run time, return the chosen kernel ISA here (e.g.
-// call the library's reporting function). Empty means "no runtime dispatch": the kernels
-// are the compile target's. This is the only place the benchmarks need to change.
-inline std::string kernel_isa() { return ""; }
-// --------------------------------------------------------------------------------------------
+/// The instruction set of the float kernels the library chose at run time (simd.hpp).
+inline std::string kernel_isa() { return std::string(minsharp::simd_isa()); }
 
 inline std::string env_or_empty(const char* name) {
     const char* v = std::getenv(name);
