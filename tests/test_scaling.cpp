@@ -293,18 +293,6 @@ BOOST_AUTO_TEST_CASE(layer_diags_reading_matches_the_transforms) {
     }
 }
 
-BOOST_AUTO_TEST_CASE(layer_traces_sum_the_blocks) {
-    LayerDiag a{"layer0", 2, 1, 1, {1.0, 2.0}, {0.5, 0.25}};
-    LayerDiag b{"layer1", 1, 2, 1, {3.0, 4.0}, {}};
-    const auto t = layer_traces({a, b});
-    BOOST_TEST(t.size() == 2u);
-    BOOST_TEST(t[0].layer == "layer0");
-    BOOST_TEST(t[0].weight == 3.0);
-    BOOST_TEST(t[0].bias == 0.75);
-    BOOST_TEST(t[1].weight == 7.0);
-    BOOST_TEST(t[1].bias == 0.0);
-}
-
 BOOST_AUTO_TEST_CASE(missing_or_misfit_diagonal_is_an_error) {
     const auto model = make_model<double>("small-mlp", 0);
     DiagHessian d = squared_parameters(model);

@@ -5,7 +5,7 @@
 #include "minsharp/progress.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/estimators.hpp"
-#include "minsharp/sharpness/scaling.hpp"
+#include "minsharp/sharpness/structure.hpp"
 
 #include <algorithm>
 #include <array>
@@ -110,36 +110,28 @@ DiagHessian diag_hessian(Sequential<double>& model, const Tensor4<double>& x,
 
 // normalized_sharpness_layer works on d_out × d_in matrices: a dense weight as it is (even
 // when fed by a flattened conv), a conv weight summed over its kernel positions.
-std::pair<Tensor2<double>, Tensor2<double>> normalized_inputs(const LayerDiag& diag,
-                                                              const Parameter<double>& weight,
-                                                              bool conv) {
-    const std::size_t out = diag.out, in = diag.in, group = diag.group;
-    if (conv) {
-        Tensor4<double> h = Tensor4<double>::from_shape({out, in, group, 1});
-        Tensor4<double> w2 = Tensor4<double>::from_shape({out, in, group, 1});
-        std::copy(diag.weight.begin(), diag.weight.end(), h.begin());
-        std::transform(weight.value.begin(), weight.value.end(), w2.begin(),
-                       [](double w) { return w * w; });
-        return {reduce_kernel(h), reduce_kernel(w2)};
+Tensor2<double> per_input_matrix(const std::vector<double>& values, const ParametricLayer<double>& layer) {
+    const std::size_t out = layer.units, in = layer.input_width, positions = layer.kernel_positions;
+    if (positions == 1) {
+        Tensor2<double> m = Tensor2<double>::from_shape({out, in});
+        std::copy(values.begin(), values.end(), m.begin());
+        return m;
     }
-    Tensor2<double> h = Tensor2<double>::from_shape({out, in * group});
-    Tensor2<double> w2 = Tensor2<double>::from_shape({out, in * group});
-    std::copy(diag.weight.begin(), diag.weight.end(), h.begin());
-    std::transform(weight.value.begin(), weight.value.end(), w2.begin(),
-                   [](double w) { return w * w; });
-    return {std::move(h), std::move(w2)};
+    Tensor4<double> t = Tensor4<double>::from_shape({out, in, positions, 1});
+    std::copy(values.begin(), values.end(), t.begin());
+    return reduce_kernel(t);
 }
 
-void add_normalized(SharpnessReport& report, Sequential<double>& model,
+void add_normalized(SharpnessReport& report, const ParametricStructure<double>& structure,
                     const std::vector<LayerDiag>& diags) {
     const auto start = Clock::now();
-    const auto indices = parametric_layer_indices(model);
     double sum = 0.0;
     for (std::size_t l = 0; l < diags.size(); ++l) {
-        const bool conv = model.layer(indices[l]).kind() == LayerKind::Conv2d;
-        const auto [h, w2] =
-            normalized_inputs(diags[l], model.parameter(diags[l].name + ".weight"), conv);
-        report.layers[l].normalized = normalized_sharpness_layer(h, w2);
+        const ParametricLayer<double>& layer = structure.layer(l);
+        std::vector<double> w2(layer.weight->value.begin(), layer.weight->value.end());
+        for (double& w : w2) w *= w;
+        report.layers[l].normalized = normalized_sharpness_layer(
+            per_input_matrix(diags[l].weight, layer), per_input_matrix(w2, layer));
         require_finite(report.layers[l].normalized->value, "normalized",
                        "the normalized sharpness of " + diags[l].name);
         sum += report.layers[l].normalized->value;
@@ -154,13 +146,13 @@ void add_diag_measures(SharpnessReport& report, Sequential<double>& model, const
     auto start = Clock::now();
     const DiagHessian diag = diag_hessian(model, data.x, options);
     report.seconds.diag_hessian = seconds_since(start);
-    const std::vector<LayerDiag> diags = layer_diags(model, diag);
-    const auto indices = parametric_layer_indices(model);
+    const ParametricStructure<double> structure(model);
+    const std::vector<LayerDiag> diags = structure.layer_diags(diag);
     double trace = 0.0;
     for (std::size_t l = 0; l < diags.size(); ++l) {
         LayerRow row;
         row.name = diags[l].name;
-        row.spec = model.layer(indices[l]).spec();
+        row.spec = structure.layer(l).spec;
         row.parameters = diags[l].weight.size() + diags[l].bias.size();
         row.weight_trace = diags[l].weight_trace();
         row.bias_trace = diags[l].bias_trace();
@@ -183,7 +175,7 @@ void add_diag_measures(SharpnessReport& report, Sequential<double>& model, const
         require_finite(report.ms_node->value, "ms-node", "the node-wise minimum sharpness");
         report.seconds.ms_node = seconds_since(start);
     }
-    if (wants(report.measures, Measure::Normalized)) add_normalized(report, model, diags);
+    if (wants(report.measures, Measure::Normalized)) add_normalized(report, structure, diags);
 }
 
 void add_hutchinson(SharpnessReport& report, Sequential<double>& model, const Batch<double>& data,

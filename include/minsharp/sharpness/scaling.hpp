@@ -1,6 +1,7 @@
 // Function-preserving rescalings of a ReLU network (docs/science.md §2–§3) and the map from a
 // Hessian diagonal per parameter tensor to the per-layer (out, in, group) view the minimum
-// sharpness solvers work on.
+// sharpness solvers work on. Both read the network through ParametricStructure
+// (structure.hpp): its layers, their units, and the slice of the next weight a unit feeds.
 //
 // ReLU and max-pooling are positively homogeneous (relu(γx) = γ·relu(x) for γ > 0, and
 // max-pool acts per channel), so scaling what flows into a unit by γ and what flows out of
@@ -12,6 +13,7 @@
 #include "minsharp/random.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/minimum.hpp"
+#include "minsharp/sharpness/structure.hpp"
 
 #include <string>
 #include <vector>
@@ -70,12 +72,10 @@ NodeScales random_node_scales(const Sequential<T>& model, Rng& rng, double max_f
 /// flatten by a conv of C channels of H×W is read as (out, C, H·W). `in` is the number of
 /// units of the previous parametric layer (first layer: input channels or features).
 /// Names are the layer prefixes ("layer0", ...). Throws Error when a parameter's diagonal is
-/// missing from `diag` or has the wrong number of entries.
+/// missing from `diag` or has the wrong number of entries. Same as
+/// ParametricStructure(model).layer_diags(diag); per-layer traces are the LayerDiag's
+/// weight_trace() and bias_trace().
 template <class T>
 std::vector<LayerDiag> layer_diags(const Sequential<T>& model, const DiagHessian& diag);
-
-/// Per-layer weight/bias traces of the diagonals from layer_diags (LayerTrace is declared in
-/// curvature.hpp; DiagHessian::layer_traces gives the same from a DiagHessian).
-std::vector<LayerTrace> layer_traces(const std::vector<LayerDiag>& layers);
 
 }  // namespace minsharp::sharpness

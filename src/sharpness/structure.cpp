@@ -1,0 +1,200 @@
+#include "minsharp/sharpness/structure.hpp"
+
+#include "minsharp/checked.hpp"
+
+#include <algorithm>
+#include <array>
+#include <optional>
+
+namespace minsharp::sharpness {
+
+namespace {
+
+// What a parametric layer kind contributes to the view. Everything kind-specific about the
+// structure is in parametric_part, so a registry of layer kinds can take its place.
+template <class T>
+struct KindPart {
+    const Parameter<T>* weight = nullptr;
+    const Parameter<T>* bias = nullptr;
+    std::size_t units = 0, input_width = 0, kernel_positions = 1;
+    /// Input channels of the weight and the entries one input channel holds per unit: a
+    /// conv's kernel positions; for a dense layer reading a (C, H, W) input unflattened, H·W.
+    std::size_t input_channels = 0, entries_per_input_channel = 1;
+};
+
+template <class T>
+std::optional<KindPart<T>> parametric_part(const Layer<T>& layer, const ActShape& in) {
+    switch (layer.kind()) {
+        case LayerKind::Dense: {
+            const auto& d = dynamic_cast<const Dense<T>&>(layer);
+            return KindPart<T>{&d.weight, d.has_bias() ? &d.bias : nullptr, d.out_features(),
+                               d.in_features(), 1, in.c, in.h * in.w};
+        }
+        case LayerKind::Conv2d: {
+            const auto& c = dynamic_cast<const Conv2d<T>&>(layer);
+            const std::size_t kk = c.window.kernel * c.window.kernel;
+            return KindPart<T>{&c.weight, c.has_bias() ? &c.bias : nullptr, c.out_channels(),
+                               c.in_channels(), kk, c.in_channels(), kk};
+        }
+        default:
+            return std::nullopt;
+    }
+}
+
+std::size_t position_of(const void* p, const std::vector<const void*>& all) {
+    return static_cast<std::size_t>(std::find(all.begin(), all.end(), p) - all.begin());
+}
+
+}  // namespace
+
+template <class T>
+ParametricStructure<T>::ParametricStructure(const Sequential<T>& model) : model_(&model) {
+    std::vector<const void*> parameters;
+    for (const auto* p : model.parameters()) parameters.push_back(p);
+    // Follows the units of the last parametric layer through the layers after it.
+    std::size_t inputs_per_unit = 1;
+    bool through_flatten = false;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        const Layer<T>& layer = model.layer(i);
+        const ActShape in = model.shape_before(i), out = model.shape_before(i + 1);
+        const auto part = parametric_part(layer, in);
+        if (!part) {
+            if (layers_.empty() || out.c == in.c) continue;
+            if (!(out == ActShape{in.size(), 1, 1}))
+                throw Error("parametric structure: layer " + std::to_string(i) + " '" +
+                            layer.spec() + "' maps " + in.str() + " to " + out.str() +
+                            ", so the units of '" + layers_.back().name +
+                            "' cannot be followed through it");
+            inputs_per_unit *= in.h * in.w;
+            through_flatten = true;
+            continue;
+        }
+        ParametricLayer<T> p;
+        p.index = i;
+        p.kind = layer.kind();
+        p.spec = layer.spec();
+        p.weight = part->weight;
+        p.bias = part->bias;
+        // Sequential names the parametric layers layer0, layer1, ... in order (nn.hpp).
+        p.name = "layer" + std::to_string(layers_.size());
+        p.input_shape = in;
+        p.output_shape = out;
+        p.units = part->units;
+        p.input_width = part->input_width;
+        p.kernel_positions = part->kernel_positions;
+        p.positions_per_unit = out.h * out.w;
+        if (layers_.empty()) {
+            p.inputs = p.input_width;
+            p.group = p.kernel_positions;
+        } else {
+            const ParametricLayer<T>& previous = layers_.back();
+            if (previous.units * inputs_per_unit != part->input_channels)
+                throw Error("parametric structure: '" + p.name + "' (" + p.spec + ") reads " +
+                            std::to_string(part->input_channels) + " input channels, but the " +
+                            std::to_string(previous.units) + " units of '" + previous.name +
+                            "' reach it as " +
+                            std::to_string(previous.units * inputs_per_unit));
+            p.inputs = previous.units;
+            p.group = inputs_per_unit * part->entries_per_input_channel;
+            edges_.push_back({layers_.size() - 1, layers_.size(), inputs_per_unit, through_flatten});
+        }
+        const std::array<std::size_t, 3> view{p.units, p.inputs, p.group};
+        if (checked_product(view, "parametric structure: weight view") != p.weight->size())
+            throw Error("parametric structure: the (units, inputs, group) view of '" + p.name +
+                        "' does not cover its " + std::to_string(p.weight->size()) + " weights");
+        weight_position_.push_back(position_of(p.weight, parameters));
+        bias_position_.push_back(p.bias ? position_of(p.bias, parameters) : parameters.size());
+        layers_.push_back(std::move(p));
+        inputs_per_unit = 1;
+        through_flatten = false;
+    }
+}
+
+template <class T>
+std::vector<std::size_t> ParametricStructure<T>::hidden_unit_counts() const {
+    std::vector<std::size_t> counts;
+    for (std::size_t l = 0; l + 1 < layers_.size(); ++l) counts.push_back(layers_[l].units);
+    return counts;
+}
+
+template <class T>
+UnitSlice ParametricStructure<T>::unit_slice(std::size_t l, std::size_t j) const {
+    if (l + 1 >= layers_.size())
+        throw Error("unit_slice: layer " + std::to_string(l) + " is not a hidden parametric layer");
+    const ParametricLayer<T>& next = layers_[l + 1];
+    return {j * next.group, next.group, next.weight_per_unit(), next.units};
+}
+
+template <class T>
+void ParametricStructure<T>::require_model(const Sequential<T>& model) const {
+    if (&model != model_)
+        throw Error("parametric structure: asked for the parameters of a model it was not built from");
+}
+
+// The structure was built from this very model, reached here through a non-const reference,
+// so writing through its parameters is allowed.
+template <class T>
+Parameter<T>& ParametricStructure<T>::weight(Sequential<T>& model, std::size_t l) const {
+    require_model(model);
+    return const_cast<Parameter<T>&>(*layers_.at(l).weight);
+}
+
+template <class T>
+Parameter<T>* ParametricStructure<T>::bias(Sequential<T>& model, std::size_t l) const {
+    require_model(model);
+    return const_cast<Parameter<T>*>(layers_.at(l).bias);
+}
+
+template <class T>
+const ParameterDiag& ParametricStructure<T>::diag_entry(const DiagHessian& diag,
+                                                        const Parameter<T>& p,
+                                                        std::size_t position) const {
+    const bool in_order = position < diag.parameters.size() && diag.parameters[position].name == p.name;
+    const ParameterDiag* entry = in_order ? &diag.parameters[position] : nullptr;
+    if (!entry) {
+        const auto it = std::find_if(diag.parameters.begin(), diag.parameters.end(),
+                                     [&](const ParameterDiag& d) { return d.name == p.name; });
+        if (it == diag.parameters.end())
+            throw Error("layer_diags: the Hessian diagonal has no entry for parameter '" + p.name + "'");
+        entry = &*it;
+    }
+    if (entry->values.size() != p.size())
+        throw Error("layer_diags: the Hessian diagonal of '" + p.name + "' has " +
+                    std::to_string(entry->values.size()) + " entries, the parameter has " +
+                    std::to_string(p.size()));
+    return *entry;
+}
+
+template <class T>
+const ParameterDiag& ParametricStructure<T>::weight_diag(const DiagHessian& diag, std::size_t l) const {
+    return diag_entry(diag, *layers_.at(l).weight, weight_position_[l]);
+}
+
+template <class T>
+const ParameterDiag* ParametricStructure<T>::bias_diag(const DiagHessian& diag, std::size_t l) const {
+    const Parameter<T>* b = layers_.at(l).bias;
+    return b ? &diag_entry(diag, *b, bias_position_[l]) : nullptr;
+}
+
+template <class T>
+std::vector<LayerDiag> ParametricStructure<T>::layer_diags(const DiagHessian& diag) const {
+    std::vector<LayerDiag> out;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        const ParametricLayer<T>& p = layers_[l];
+        LayerDiag d;
+        d.name = p.name;
+        d.out = p.units;
+        d.in = p.inputs;
+        d.group = p.group;
+        // Row-major (out, in, kh, kw) and (out, C·H·W) already are (out, in, group) in memory.
+        d.weight = weight_diag(diag, l).values;
+        if (const ParameterDiag* b = bias_diag(diag, l)) d.bias = b->values;
+        out.push_back(std::move(d));
+    }
+    return out;
+}
+
+template class ParametricStructure<float>;
+template class ParametricStructure<double>;
+
+}  // namespace minsharp::sharpness
