@@ -2,6 +2,9 @@
 
 #include "minsharp/tensor.hpp"
 
+#include <xtensor-blas/xlinalg.hpp>
+#include <xtensor/xadapt.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -168,30 +171,19 @@ double relative_gradient(const Evaluation& e) {
     return e.variable > 0.0 ? e.gradient_u / e.variable : 0.0;
 }
 
-/// Solves A·x = b in place for symmetric positive definite A (n×n, row-major, copied).
-bool cholesky_solve(std::vector<double> a, std::vector<double>& b, int n) {
-    for (int j = 0; j < n; ++j) {
-        double d = a[j * n + j];
-        for (int k = 0; k < j; ++k) d -= a[j * n + k] * a[j * n + k];
-        if (!(d > 0.0) || !std::isfinite(d)) return false;
-        const double r = std::sqrt(d);
-        a[j * n + j] = r;
-        for (int i = j + 1; i < n; ++i) {
-            double s = a[i * n + j];
-            for (int k = 0; k < j; ++k) s -= a[i * n + k] * a[j * n + k];
-            a[i * n + j] = s / r;
-        }
-    }
-    for (int i = 0; i < n; ++i) {
-        double s = b[i];
-        for (int k = 0; k < i; ++k) s -= a[i * n + k] * b[k];
-        b[i] = s / a[i * n + i];
-    }
-    for (int i = n - 1; i >= 0; --i) {
-        double s = b[i];
-        for (int k = i + 1; k < n; ++k) s -= a[k * n + i] * b[k];
-        b[i] = s / a[i * n + i];
-    }
+/// Solves A·x = b in place for symmetric positive definite A (n×n, row-major) by LAPACK's
+/// Cholesky factorisation (potrf/potrs through xtensor-blas). A symmetric matrix reads the same
+/// in row- and column-major order, so `a` is handed over as it is. False when A is not
+/// numerically positive definite or the solution is not finite.
+bool cholesky_solve(const std::vector<double>& a, std::vector<double>& b, int n) {
+    const std::size_t size = static_cast<std::size_t>(n);
+    xt::xtensor<double, 2, xt::layout_type::column_major> factor =
+        xt::adapt(a, std::array<std::size_t, 2>{size, size});
+    xt::xtensor<double, 1> x = xt::adapt(b, std::array<std::size_t, 1>{size});
+    if (xt::lapack::potr(factor, 'L') != 0) return false;
+    if (xt::lapack::potrs(factor, x, 'L') != 0) return false;
+    if (!std::all_of(x.begin(), x.end(), [](double v) { return std::isfinite(v); })) return false;
+    std::copy(x.begin(), x.end(), b.begin());
     return true;
 }
 
