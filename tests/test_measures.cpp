@@ -146,6 +146,32 @@ BOOST_AUTO_TEST_CASE(report_agrees_with_the_parts) {
     BOOST_TEST(report.seconds.diag_hessian > 0.0);
 }
 
+BOOST_AUTO_TEST_CASE(normalized_reads_conv_per_channel_and_dense_per_column) {
+    // The per-layer matrices built by hand from the parameter shapes: a conv weight
+    // (out, in, k, k) summed over its k·k positions, a dense weight (out, in) as it is — here
+    // a dense layer reading a conv's (C, H, W) output without a flatten.
+    Sequential<double> model = make_model<double>("conv:3:3,relu,conv:2:3,relu,dense:10", 8);
+    const Batch<double> data = synthetic_batch(5, 4);
+    const auto report = measure_sharpness(model, data, {Measure::Normalized});
+    const DiagHessian diag = exact_diag_hessian(model, data.x);
+    BOOST_TEST_REQUIRE(report.layers.size() == 3u);
+    for (std::size_t l = 0; l < 3; ++l) {
+        const auto& w = model.parameter("layer" + std::to_string(l) + ".weight");
+        const auto& h = diag.at(w.name).values;
+        const std::size_t out = w.shape[0], in = w.shape[1];
+        const std::size_t positions = w.shape.size() == 4 ? w.shape[2] * w.shape[3] : 1;
+        Tensor2<double> hm = Tensor2<double>::from_shape({out, in}), w2 = hm;
+        hm.fill(0.0);
+        w2.fill(0.0);
+        for (std::size_t k = 0; k < w.size(); ++k) {
+            hm.data()[k / positions] += h[k];
+            w2.data()[k / positions] += w.value[k] * w.value[k];
+        }
+        BOOST_TEST_INFO("layer " << l);
+        BOOST_TEST(relative(report.layers[l].normalized->value, normalized_sharpness_layer(hm, w2).value) <= 1e-12);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(diag_blocks_and_float_precision_agree_with_one_double_pass) {
     Sequential<double> model = make_model<double>("small-mlp", 6);
     const Batch<double> data = synthetic_batch(90, 2);
