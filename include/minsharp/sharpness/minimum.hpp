@@ -20,7 +20,8 @@ namespace minsharp::sharpness {
 /// first layer: input channels or features); `group` is the number of entries per (out, in)
 /// pair: kh·kw for a conv weight (out, in, kh, kw), 1 for a dense weight (out, in), and H·W for
 /// a dense layer fed by a flattened conv output of C channels of H×W (its (out, C·H·W) weight
-/// is (out, C, H·W)).
+/// is (out, C, H·W)). ParametricStructure::layer_diags (structure.hpp) builds these from a
+/// model's Hessian diagonal.
 struct LayerDiag {
     std::string name;
     std::size_t out = 0, in = 0, group = 1;
@@ -49,7 +50,8 @@ struct MinimumSharpness {
 
 /// Layer-wise minimum sharpness: minimises over u ∈ R^{L−1}
 ///   f(u) = Σ_{l<L}[T^W_l e^{−2u_l} + T^b_l e^{−2 s_l}] + T^W_L e^{2 s_{L−1}} + T^b_L,
-/// s_l = u_1 + … + u_l, by Newton's method with an Armijo line search, started from the
+/// s_l = u_1 + … + u_l, by Newton's method (each step a Cholesky solve through LAPACK) with an
+/// Armijo line search, started from the
 /// closed-form bias-free optimum refined by a few sweeps of exact one-variable minimisation
 /// (which crosses orders of magnitude in one step where damped Newton steps crawl). Stops at
 /// gradient_norm ≤ 1e-12 or when no step makes progress in double. `bias_traces` is either empty (no biases) or has one entry
