@@ -27,56 +27,95 @@ std::optional<KindPart<T>> parametric_part(const Layer<T>& layer, const ActShape
     switch (layer.kind()) {
         case LayerKind::Dense: {
             const auto& d = dynamic_cast<const Dense<T>&>(layer);
-            return KindPart<T>{&d.weight, d.has_bias() ? &d.bias : nullptr, d.out_features(),
-                               d.in_features(), 1, in.c, in.h * in.w};
+            return KindPart<T>{.weight = &d.weight,
+                               .bias = d.has_bias() ? &d.bias : nullptr,
+                               .units = d.out_features(),
+                               .input_width = d.in_features(),
+                               .kernel_positions = 1,
+                               .input_channels = in.c,
+                               .entries_per_input_channel = in.h * in.w};
         }
         case LayerKind::Conv2d: {
             const auto& c = dynamic_cast<const Conv2d<T>&>(layer);
             const std::size_t kk = c.window.kernel * c.window.kernel;
-            return KindPart<T>{&c.weight, c.has_bias() ? &c.bias : nullptr, c.out_channels(),
-                               c.in_channels(), kk, c.in_channels(), kk};
+            return KindPart<T>{.weight = &c.weight,
+                               .bias = c.has_bias() ? &c.bias : nullptr,
+                               .units = c.out_channels(),
+                               .input_width = c.in_channels(),
+                               .kernel_positions = kk,
+                               .input_channels = c.in_channels(),
+                               .entries_per_input_channel = kk};
         }
         default:
             return std::nullopt;
     }
 }
 
-std::size_t position_of(const void* p, const std::vector<const void*>& all) {
+// Where the units of the last parametric layer are, on the way to the next one.
+struct UnitPath {
+    std::size_t inputs_per_unit = 1;
+    bool through_flatten = false;
+};
+
+// A layer without parameters either keeps the channels (ReLU and pooling act per channel,
+// so channel j stays the output of unit j) or flattens (C, H, W) to C·H·W features, giving
+// each unit H·W consecutive ones.
+template <class T>
+void follow_units(UnitPath& path, const Layer<T>& layer, std::size_t i, const ActShape& in,
+                  const ActShape& out, const std::string& last_parametric) {
+    if (out.c == in.c) return;
+    if (!(out == ActShape{in.size(), 1, 1}))
+        throw Error("parametric structure: layer " + std::to_string(i) + " '" + layer.spec() +
+                    "' maps " + in.str() + " to " + out.str() + ", so the units of '" +
+                    last_parametric + "' cannot be followed through it");
+    path.inputs_per_unit *= in.h * in.w;
+    path.through_flatten = true;
+}
+
+template <class T>
+std::size_t position_of(const Parameter<T>* p, const std::vector<const Parameter<T>*>& all) {
     return static_cast<std::size_t>(std::find(all.begin(), all.end(), p) - all.begin());
+}
+
+// Reads layer p's weight in units of the previous parametric layer: unit i of `previous`
+// owns path.inputs_per_unit consecutive input channels of p, each holding
+// entries_per_input_channel weights per output unit.
+template <class T>
+UnitEdge connect(ParametricLayer<T>& p, const ParametricLayer<T>& previous, std::size_t from,
+                 const KindPart<T>& part, const UnitPath& path) {
+    if (previous.units * path.inputs_per_unit != part.input_channels)
+        throw Error("parametric structure: '" + p.name + "' (" + p.spec + ") reads " +
+                    std::to_string(part.input_channels) + " input channels, but the " +
+                    std::to_string(previous.units) + " units of '" + previous.name +
+                    "' reach it as " + std::to_string(previous.units * path.inputs_per_unit));
+    p.inputs = previous.units;
+    p.group = path.inputs_per_unit * part.entries_per_input_channel;
+    return {from, from + 1, path.inputs_per_unit, path.through_flatten};
 }
 
 }  // namespace
 
 template <class T>
 ParametricStructure<T>::ParametricStructure(const Sequential<T>& model) : model_(&model) {
-    std::vector<const void*> parameters;
-    for (const auto* p : model.parameters()) parameters.push_back(p);
-    // Follows the units of the last parametric layer through the layers after it.
-    std::size_t inputs_per_unit = 1;
-    bool through_flatten = false;
-    for (std::size_t i = 0; i < model.size(); ++i) {
+    const std::vector<const Parameter<T>*> parameters = model.parameters();
+    UnitPath path;
+    ActShape in = model.input_shape(), out;
+    for (std::size_t i = 0; i < model.size(); ++i, in = out) {
         const Layer<T>& layer = model.layer(i);
-        const ActShape in = model.shape_before(i), out = model.shape_before(i + 1);
+        out = layer.output_shape(in);
         const auto part = parametric_part(layer, in);
         if (!part) {
-            if (layers_.empty() || out.c == in.c) continue;
-            if (!(out == ActShape{in.size(), 1, 1}))
-                throw Error("parametric structure: layer " + std::to_string(i) + " '" +
-                            layer.spec() + "' maps " + in.str() + " to " + out.str() +
-                            ", so the units of '" + layers_.back().name +
-                            "' cannot be followed through it");
-            inputs_per_unit *= in.h * in.w;
-            through_flatten = true;
+            if (!layers_.empty()) follow_units(path, layer, i, in, out, layers_.back().name);
             continue;
         }
         ParametricLayer<T> p;
         p.index = i;
         p.kind = layer.kind();
         p.spec = layer.spec();
-        p.weight = part->weight;
-        p.bias = part->bias;
         // Sequential names the parametric layers layer0, layer1, ... in order (nn.hpp).
         p.name = "layer" + std::to_string(layers_.size());
+        p.weight = part->weight;
+        p.bias = part->bias;
         p.input_shape = in;
         p.output_shape = out;
         p.units = part->units;
@@ -87,16 +126,7 @@ ParametricStructure<T>::ParametricStructure(const Sequential<T>& model) : model_
             p.inputs = p.input_width;
             p.group = p.kernel_positions;
         } else {
-            const ParametricLayer<T>& previous = layers_.back();
-            if (previous.units * inputs_per_unit != part->input_channels)
-                throw Error("parametric structure: '" + p.name + "' (" + p.spec + ") reads " +
-                            std::to_string(part->input_channels) + " input channels, but the " +
-                            std::to_string(previous.units) + " units of '" + previous.name +
-                            "' reach it as " +
-                            std::to_string(previous.units * inputs_per_unit));
-            p.inputs = previous.units;
-            p.group = inputs_per_unit * part->entries_per_input_channel;
-            edges_.push_back({layers_.size() - 1, layers_.size(), inputs_per_unit, through_flatten});
+            edges_.push_back(connect(p, layers_.back(), layers_.size() - 1, *part, path));
         }
         const std::array<std::size_t, 3> view{p.units, p.inputs, p.group};
         if (checked_product(view, "parametric structure: weight view") != p.weight->size())
@@ -105,8 +135,7 @@ ParametricStructure<T>::ParametricStructure(const Sequential<T>& model) : model_
         weight_position_.push_back(position_of(p.weight, parameters));
         bias_position_.push_back(p.bias ? position_of(p.bias, parameters) : parameters.size());
         layers_.push_back(std::move(p));
-        inputs_per_unit = 1;
-        through_flatten = false;
+        path = UnitPath{};
     }
 }
 
