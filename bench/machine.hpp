@@ -6,33 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include "minsharp/blas_core.hpp"
+#include "minsharp/cpu.hpp"
 #include "minsharp/simd.hpp"
 
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <thread>
 
 namespace minsharp::bench {
-
-inline std::string cpu_model() {
-    std::ifstream in("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-    return "unknown CPU";
-}
-
-/// Highest of the ISA levels our kernels care about that this CPU (and OS) supports, from
-/// cpuid via the compiler's runtime check.
-inline std::string cpu_isa() {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "avx512f";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
-    if (__builtin_cpu_supports("sse4.2")) return "sse4.2";
-    if (__builtin_cpu_supports("sse2")) return "sse2";
-    return "unknown";
-}
 
 /// What the compiler was allowed to use for this binary (and, with the same flags, for the
 /// library): a build without -march=native runs the baseline x86-64 code even on an
@@ -65,7 +46,7 @@ inline std::string env_or_empty(const char* name) {
 /// minsharp/blas_core.hpp: the benches re-execute with better ones unless told not to).
 inline std::string openblas_warning(const std::string& core) {
     const std::string better =
-        minsharp::better_blas_core(core, minsharp::detect_cpu_vector_support());
+        minsharp::better_blas_core(core, minsharp::cpu_features());
     if (better.empty()) return "";
     return "OpenBLAS runs its " + core + " kernels (no AVX2) on this CPU: it did not recognise "
            "the CPU model; OPENBLAS_CORETYPE=" + better + " selects faster ones";
@@ -114,9 +95,9 @@ struct MachineInfo {
 
 inline MachineInfo machine_info(int threads) {
     MachineInfo m;
-    m.cpu = cpu_model();
+    m.cpu = minsharp::cpu_model_name();
     m.hardware_threads = std::thread::hardware_concurrency();
-    m.isa = cpu_isa();
+    m.isa = minsharp::isa_level();
     m.compile_target = compile_target();
     m.kernel_isa = kernel_isa();
     m.threads = threads;

@@ -31,22 +31,13 @@ bool is_set(const char* variable) {
 
 }  // namespace
 
-CpuVectorSupport detect_cpu_vector_support() {
-    __builtin_cpu_init();
-    CpuVectorSupport cpu;
-    cpu.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    cpu.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                 __builtin_cpu_supports("avx512vl");
-    return cpu;
-}
-
-std::string better_blas_core(std::string_view chosen, const CpuVectorSupport& cpu) {
+std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu) {
     if (!is_pre_avx2(chosen)) return "";
     // SkylakeX is OpenBLAS's AVX-512 set for any CPU with these five extensions; Haswell
     // its AVX2 + FMA set. Both run on every later CPU that has the extensions.
-    if (cpu.avx512) return "SkylakeX";
-    if (cpu.avx2_fma) return "Haswell";
+    if (cpu.avx512f && cpu.avx512cd && cpu.avx512bw && cpu.avx512dq && cpu.avx512vl)
+        return "SkylakeX";
+    if (cpu.avx2 && cpu.fma) return "Haswell";
     return "";
 }
 
@@ -54,7 +45,7 @@ std::string blas_core_name() { return openblas_get_corename(); }
 
 void reexec_with_better_blas_core(char** argv) {
     if (is_set("OPENBLAS_CORETYPE") || is_set("MINSHARP_KEEP_BLAS_CORE")) return;
-    const std::string core = better_blas_core(blas_core_name(), detect_cpu_vector_support());
+    const std::string core = better_blas_core(blas_core_name(), cpu_features());
     if (core.empty()) return;
     // Setting the variable also stops a second re-exec if the new core is refused too.
     if (setenv("OPENBLAS_CORETYPE", core.c_str(), 1) != 0) return;

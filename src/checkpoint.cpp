@@ -5,14 +5,9 @@
 #include "minsharp/models.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cstring>
 #include <set>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 namespace minsharp {
 
@@ -41,14 +36,6 @@ ActShape parse_input_shape(const std::string& text, const std::string& where) {
 bool has_prefix(const std::string& name, const std::vector<std::string>& prefixes) {
     return std::any_of(prefixes.begin(), prefixes.end(),
                        [&](const std::string& p) { return name.rfind(p, 0) == 0; });
-}
-
-// The nearest folder that exists: `dir` itself, or the ancestor under which it would be made.
-std::filesystem::path nearest_existing(const std::filesystem::path& dir) {
-    std::filesystem::path p = std::filesystem::absolute(dir);
-    while (!std::filesystem::exists(p) && p.has_parent_path() && p != p.parent_path())
-        p = p.parent_path();
-    return p;
 }
 
 }  // namespace
@@ -136,35 +123,6 @@ std::uint64_t metadata_count(const Safetensors& file, const std::string& key,
         throw IoError("checkpoint " + where + ": " + key + " '" + text +
                       "' is not a non-negative integer");
     return value;
-}
-
-namespace {
-
-// Creates and removes a probe file in the nearest existing folder of `dir`; errors name
-// `target`, the output the user asked for.
-void probe_writable(const std::filesystem::path& dir, const std::filesystem::path& target) {
-    const std::filesystem::path existing = nearest_existing(dir);
-    if (!std::filesystem::is_directory(existing))
-        throw IoError("cannot write " + target.string() + ": " + existing.string() +
-                      " is not a folder");
-    const std::filesystem::path probe =
-        existing / (".minsharp-write-probe." + std::to_string(::getpid()));
-    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0)
-        throw IoError("cannot write " + target.string() + ": creating a file in " +
-                      existing.string() + " failed: " + std::strerror(errno));
-    ::close(fd);
-    ::unlink(probe.c_str());
-}
-
-}  // namespace
-
-void require_writable_folder(const std::filesystem::path& dir) { probe_writable(dir, dir); }
-
-void require_writable_file(const std::filesystem::path& file) {
-    if (std::filesystem::is_directory(file))
-        throw IoError("cannot write " + file.string() + ": it is a folder");
-    probe_writable(std::filesystem::absolute(file).parent_path(), file);
 }
 
 #define MINSHARP_INSTANTIATE_CHECKPOINT(T)                                                        \

@@ -209,6 +209,29 @@ void sync_directory_of(const fs::path& file) {
     ::close(fd);
 }
 
+// The nearest folder that exists: `dir` itself, or the ancestor under which it would be made.
+fs::path nearest_existing(const fs::path& dir) {
+    fs::path p = fs::absolute(dir);
+    while (!fs::exists(p) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
+    return p;
+}
+
+// Creates and removes a probe file in the nearest existing folder of `dir`; errors name
+// `target`, the output the user asked for.
+void probe_writable(const fs::path& dir, const fs::path& target) {
+    const fs::path existing = nearest_existing(dir);
+    if (!fs::is_directory(existing))
+        throw IoError("cannot write " + target.string() + ": " + existing.string() +
+                      " is not a folder");
+    const fs::path probe = existing / (".minsharp-write-probe." + std::to_string(::getpid()));
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        throw IoError("cannot write " + target.string() + ": creating a file in " +
+                      existing.string() + " failed: " + errno_text());
+    ::close(fd);
+    ::unlink(probe.c_str());
+}
+
 // ---------------------------------------------------------------------------------------------
 // DTypes and element counts
 
@@ -598,6 +621,13 @@ std::string read_file(const fs::path& file) {
     std::string out(in.size(), '\0');
     out.resize(in.read(out.data(), out.size()));
     return out;
+}
+
+void require_writable_folder(const fs::path& dir) { probe_writable(dir, dir); }
+
+void require_writable_file(const fs::path& file) {
+    if (fs::is_directory(file)) throw IoError("cannot write " + file.string() + ": it is a folder");
+    probe_writable(fs::absolute(file).parent_path(), file);
 }
 
 std::string_view dtype_name(DType dtype) { return dtype_info(dtype).name; }

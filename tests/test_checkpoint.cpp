@@ -108,17 +108,3 @@ BOOST_AUTO_TEST_CASE(metadata_counts_are_strict_non_negative_integers) {
         return message_has(e, "checkpoint f.safetensors has no minsharp.config (not written by minsharp train?)");
     });
 }
-
-BOOST_AUTO_TEST_CASE(writable_outputs_are_checked_before_the_work) {
-    const fs::path dir = temp_dir();
-    write_file_atomic(dir / "plain", "x");
-    BOOST_CHECK_NO_THROW(require_writable_folder(dir / "new" / "deeper"));
-    BOOST_TEST(!fs::exists(dir / "new"));  // probing creates nothing that stays
-    BOOST_CHECK_NO_THROW(require_writable_file(dir / "out.json"));
-    BOOST_CHECK_EXCEPTION(require_writable_file(dir / "plain" / "out.json"), IoError,
-                          [](const IoError& e) { return message_has(e, "is not a folder"); });
-    BOOST_CHECK_EXCEPTION(require_writable_file(dir), IoError,
-                          [](const IoError& e) { return message_has(e, "it is a folder"); });
-    for (const auto& entry : fs::directory_iterator(dir))
-        BOOST_TEST(entry.path().filename().string().find("probe") == std::string::npos);
-}

@@ -643,6 +643,25 @@ BOOST_AUTO_TEST_CASE(failed_writes_throw_naming_the_file_and_leave_nothing_behin
     BOOST_TEST(temp_leftovers(scratch()).empty());
 }
 
+// Outputs are probed before hours of work, so that an unwritable one fails first.
+BOOST_AUTO_TEST_CASE(writable_outputs_are_checked_without_leaving_anything) {
+    const fs::path dir = scratch() / "writable";
+    write_file_atomic(dir / "plain", "x");
+    BOOST_CHECK_NO_THROW(require_writable_folder(dir / "new" / "deeper"));
+    BOOST_TEST(!fs::exists(dir / "new"));  // probing creates nothing that stays
+    BOOST_CHECK_NO_THROW(require_writable_file(dir / "out.json"));
+    BOOST_CHECK_EXCEPTION(require_writable_file(dir / "plain" / "out.json"), IoError,
+                          [](const IoError& e) {
+                              return std::string(e.what()).find("is not a folder") != std::string::npos;
+                          });
+    BOOST_CHECK_EXCEPTION(require_writable_file(dir), IoError,
+                          [](const IoError& e) {
+                              return std::string(e.what()).find("it is a folder") != std::string::npos;
+                          });
+    for (const auto& entry : fs::directory_iterator(dir))
+        BOOST_TEST(entry.path().filename().string().find("probe") == std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(read_file_rejects_missing_files_and_directories) {
     const fs::path missing = scratch() / "nope.txt";
     BOOST_CHECK_EXCEPTION(read_file(missing), IoError, [&](const IoError& e) {

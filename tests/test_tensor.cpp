@@ -3,7 +3,6 @@
 
 #include <cmath>
 
-#include "minsharp/blas_core.hpp"
 #include "minsharp/parallel.hpp"
 #include "minsharp/random.hpp"
 #include "minsharp/tensor.hpp"
@@ -128,18 +127,4 @@ BOOST_AUTO_TEST_CASE(rng_is_seeded_and_well_spread) {
     auto p = random_permutation(10, r);
     std::sort(p.begin(), p.end());
     for (std::size_t i = 0; i < 10; ++i) BOOST_TEST(p[i] == i);
-}
-
-// OpenBLAS 0.3.21 gives a CPU model it does not know its SSE3 kernels; the apps then
-// re-execute with the vector kernels the CPU can run, and leave every good choice alone.
-BOOST_AUTO_TEST_CASE(better_blas_core_only_replaces_a_fallback_older_than_the_cpu) {
-    const CpuVectorSupport avx512{true, true}, avx2{true, false}, sse{false, false};
-    BOOST_TEST(better_blas_core("Prescott", avx512) == "SkylakeX");
-    BOOST_TEST(better_blas_core("Prescott", avx2) == "Haswell");
-    BOOST_TEST(better_blas_core("Sandybridge", avx2) == "Haswell");
-    BOOST_TEST(better_blas_core("Prescott", sse) == "");
-    BOOST_TEST(better_blas_core("Haswell", avx512) == "");
-    BOOST_TEST(better_blas_core("Zen", avx512) == "");
-    BOOST_TEST(better_blas_core("SkylakeX", avx512) == "");
-    BOOST_TEST(better_blas_core("Cooperlake", avx512) == "");
 }

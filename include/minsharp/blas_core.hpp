@@ -6,23 +6,17 @@
 // variable OPENBLAS_CORETYPE, so the apps re-execute themselves once with it set.
 #pragma once
 
+#include "minsharp/cpu.hpp"
+
 #include <string>
 #include <string_view>
 
 namespace minsharp {
 
-/// What the CPU can run, as far as the choice of OpenBLAS kernels goes.
-struct CpuVectorSupport {
-    bool avx2_fma = false;  ///< AVX2 and FMA, enabled by the OS
-    bool avx512 = false;    ///< AVX-512 F, CD, BW, DQ and VL, enabled by the OS
-};
-
-/// The CPU this runs on.
-CpuVectorSupport detect_cpu_vector_support();
-
-/// The OPENBLAS_CORETYPE that gives this CPU vector kernels OpenBLAS did not choose by
-/// itself, or "" when its choice is already right. `chosen` is openblas_get_corename().
-std::string better_blas_core(std::string_view chosen, const CpuVectorSupport& cpu);
+/// The OPENBLAS_CORETYPE that gives a CPU with features `cpu` (cpu_features() for this one)
+/// vector kernels OpenBLAS did not choose by itself, or "" when its choice is already right.
+/// `chosen` is openblas_get_corename().
+std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu);
 
 /// Re-executes this program with OPENBLAS_CORETYPE set when OpenBLAS fell back to kernels
 /// older than the CPU, unless the user set OPENBLAS_CORETYPE (then their choice stands) or

@@ -52,13 +52,4 @@ const std::string& required_metadata(const Safetensors& file, const std::string&
 std::uint64_t metadata_count(const Safetensors& file, const std::string& key,
                              const std::string& where);
 
-/// Throws IoError unless files can be created in folder `dir` (or, when it does not exist yet,
-/// in its nearest existing ancestor, where it would be created). Creates and removes a probe
-/// file, so that an unwritable output fails before hours of work rather than after them.
-void require_writable_folder(const std::filesystem::path& dir);
-
-/// For an output file: refuses an existing folder at `file` and checks that its folder is
-/// writable (require_writable_folder).
-void require_writable_file(const std::filesystem::path& file);
-
 }  // namespace minsharp

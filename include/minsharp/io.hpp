@@ -1,5 +1,5 @@
-// Files: atomic writes, safetensors checkpoints (interchangeable with PyTorch state dicts),
-// and CSV text for metrics.
+// Files: atomic writes, checks that outputs are writable, safetensors checkpoints
+// (interchangeable with PyTorch state dicts), and CSV text for metrics.
 #pragma once
 
 #include "minsharp/tensor.hpp"
@@ -32,6 +32,15 @@ void write_file_atomic(const std::filesystem::path& file, std::string_view conte
 /// files are read: a FIFO, device, socket or directory is refused before reading, so the call
 /// neither blocks nor reads without bound. Throws IoError if it is missing or unreadable.
 std::string read_file(const std::filesystem::path& file);
+
+/// Throws IoError unless files can be created in folder `dir` (or, when it does not exist yet,
+/// in its nearest existing ancestor, where it would be created). Creates and removes a probe
+/// file, so that an unwritable output fails before hours of work rather than after them.
+void require_writable_folder(const std::filesystem::path& dir);
+
+/// For an output file: refuses an existing folder at `file` and checks that its folder is
+/// writable (require_writable_folder).
+void require_writable_file(const std::filesystem::path& file);
 
 /// Element types of safetensors, spelled as the format spells them.
 enum class DType { F16, BF16, F32, F64, I64, I32, U8 };

@@ -3,6 +3,7 @@
 #include "minsharp/simd.hpp"
 
 #include "float_kernels.hpp"
+#include "minsharp/cpu.hpp"
 #include "minsharp/tensor.hpp"
 
 #include <atomic>
@@ -33,12 +34,11 @@ std::size_t rank(std::string_view isa) {
 
 bool cpu_runs(const FloatKernels& k) {
 #if defined(MINSHARP_X86_KERNELS)
-    // libgcc's checks include the operating system's support of the wider registers. Its
-    // initialization may not have run yet if a static constructor gets here first.
-    __builtin_cpu_init();
+    // The variants are compiled with -mavx512f and -mavx2 alone (meson.build).
+    const CpuFeatures& cpu = cpu_features();
     const std::string_view isa = k.isa;
-    if (isa == "avx512") return __builtin_cpu_supports("avx512f");
-    if (isa == "avx2") return __builtin_cpu_supports("avx2");
+    if (isa == "avx512") return cpu.avx512f;
+    if (isa == "avx2") return cpu.avx2;
 #endif
     (void)k;
     return true;  // SSE2 is part of x86-64; scalar code runs anywhere
