@@ -1,5 +1,8 @@
 #include "minsharp/experiments/e1.hpp"
 
+#include "minsharp/clock.hpp"
+#include "minsharp/experiments/support.hpp"
+
 #include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"

@@ -1,5 +1,7 @@
 #include "minsharp/experiments/report.hpp"
 
+#include "minsharp/experiments/support.hpp"
+
 #include "minsharp/io.hpp"
 #include "minsharp/progress.hpp"
 

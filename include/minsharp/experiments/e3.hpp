@@ -4,7 +4,8 @@
 // report ranks every measure against the generalization gap (Kendall τ, Spearman ρ) per model.
 #pragma once
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
+#include "minsharp/experiments/profiles.hpp"
 
 #include <nlohmann/json.hpp>
 
