@@ -1,5 +1,6 @@
 #include "minsharp/experiments/e4.hpp"
 
+#include "report_parts.hpp"
 #include "minsharp/clock.hpp"
 #include "minsharp/experiments/support.hpp"
 
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 namespace minsharp::experiments {
 
@@ -158,5 +160,88 @@ E4Result E4Result::from_json(const nlohmann::json& j) {
                           row.at("diag_seconds")});
     return r;
 }
+
+// ---- report: CSV, figure, section -------------------------------------------------------
+
+namespace report_parts {
+
+std::string e4_csv(const E4Result& r) {
+    CsvWriter csv(E4Row::csv_columns());
+    for (const auto& row : r.rows) csv.add_row(row.csv_row());
+    return csv.str();
+}
+
+void e4_figure(Figures& f, const E4Result& r) {
+    std::map<std::string, std::string> per_transform;
+    for (const auto& row : r.rows)
+        per_transform[row.transform] += format_double(row.factor) + " " + format_double(row.trace) +
+                                        " " + format_double(row.ms) + " " +
+                                        format_double(row.ms_node) + " " +
+                                        format_double(row.normalized) + " " +
+                                        format_double(row.output_change) + "\n";
+    std::vector<std::pair<std::string, std::string>> data;
+    std::string script = "set multiplot layout 1," + std::to_string(per_transform.size()) +
+                         " title 'E4: " + r.model +
+                         " rescaled without changing its function'\n"
+                         "set logscale xy\nset grid\nset key top center\nset xlabel 'factor c'\n"
+                         "set format x '10^{%T}'\nset format y '10^{%T}'\n";
+    for (const auto& [transform, text] : per_transform) {
+        const std::string file = "e4_" + transform + ".dat";
+        data.push_back({file, text});
+        const std::string q = quoted(f.dir / file);
+        script += "set title '" + transform + "-wise transformation'\nset ylabel 'value'\nplot " +
+                  q + " u 1:2 w lp pt 7 title 'Tr H', " + q +
+                  " u 1:3 w lp pt 5 title 'MS (layer-wise)', " + q +
+                  " u 1:4 w lp pt 9 title 'MS (node-wise)', " + q +
+                  " u 1:5 w lp pt 11 title 'normalized'\n";
+    }
+    script += "unset multiplot";
+    f.draw("e4_scale_invariance", data, script, "1300,550");
+}
+
+std::string e4_section(const std::optional<E4Result>& r, const std::vector<fs::path>& drawn) {
+    std::string s = "## E4: scale invariance\n\n";
+    if (!r) return s + "No E4 result.\n\n";
+    s += "The " + r->model + " trained on N = " + std::to_string(r->n) + " for " +
+         std::to_string(r->epochs) + " epochs (train accuracy " + fixed3(r->train_accuracy) +
+         ", test " + fixed3(r->test_accuracy) +
+         ") rescaled layer-wise (α₁ = c, α₂ = 1/c, other layers 1; biases by the cumulative "
+         "product) and node-wise (unit j of every hidden layer × c for even j, × 1/c for odd "
+         "j). Output change = max |z′ − z| / max |z| over the N inputs.\n\n";
+    s += table_header({"transform", "factor c", "output change", "Tr H", "MS", "MS node",
+                       "normalized"});
+    std::map<std::string, std::vector<const E4Row*>> per;
+    for (const auto& row : r->rows) {
+        per[row.transform].push_back(&row);
+        s += table_row({row.transform, sig(row.factor), sci(row.output_change), sig(row.trace),
+                        fmt("%.10g", row.ms), fmt("%.10g", row.ms_node), fmt("%.8g", row.normalized)});
+    }
+    s += "\n";
+    for (const auto& [transform, rows] : per) {
+        double tmin = INFINITY, tmax = 0, mmin = INFINITY, mmax = 0, nmin = INFINITY, nmax = 0,
+               change = 0;
+        for (const auto* row : rows) {
+            tmin = std::min(tmin, row->trace);
+            tmax = std::max(tmax, row->trace);
+            mmin = std::min(mmin, row->ms);
+            mmax = std::max(mmax, row->ms);
+            nmin = std::min(nmin, row->ms_node);
+            nmax = std::max(nmax, row->ms_node);
+            change = std::max(change, row->output_change);
+        }
+        s += "- " + transform + "-wise: outputs change by at most " + sci(change) +
+             " (relative); Tr H spans a factor " + sig(tmax / tmin) + "; layer-wise MS varies by " +
+             sci((mmax - mmin) / mmin) + " (relative), node-wise MS by " +
+             sci((nmax - nmin) / nmin) + ".\n";
+    }
+    s += "\nLayer-wise MS is invariant only under layer-wise transformations: a node-wise "
+         "transformation is outside its symmetry group, so it may change (that is what the "
+         "node-wise MS fixes). Normalized sharpness is invariant under both, as "
+         "Tsuzuku et al. designed it.\n\n" +
+         figure_link(drawn, "e4_scale_invariance", "E4 scale invariance");
+    return s;
+}
+
+}  // namespace report_parts
 
 }  // namespace minsharp::experiments
