@@ -1,5 +1,6 @@
 #include "minsharp/experiments/e1.hpp"
 
+#include "fields.hpp"
 #include "report_parts.hpp"
 #include "minsharp/clock.hpp"
 #include "minsharp/experiments/support.hpp"
@@ -143,78 +144,46 @@ void run_e1_job(const Job& job) {
     write_json(job.result_file(), j);
 }
 
-nlohmann::json E1Result::to_json() const {
-    return {{"model", model},
-            {"n", n},
-            {"trial", trial},
-            {"parameters", parameters},
-            {"threads", threads},
-            {"fast_seconds", fast_seconds},
-            {"brute_seconds", brute_seconds},
-            {"step", step},
-            {"check_seconds", check_seconds},
-            {"kink_entries", kink_entries},
-            {"unresolved_entries", unresolved_entries},
-            {"fast_float_seconds", fast_float_seconds},
-            {"fast_trace", fast_trace},
-            {"brute_trace", brute_trace},
-            {"diff_norm", diff_norm},
-            {"diag_norm", diag_norm},
-            {"float_diff_norm", float_diff_norm},
-            {"relative_diff", relative_diff()},
-            {"float_relative_diff", float_relative_diff()},
-            {"speedup", speedup()}};
-}
+namespace {
+
+// Every field of E1Result once, in e1.csv's column order; the JSON holds them all plus the
+// step and the norms the relative differences come from.
+const fields::Field<E1Result> e1_fields[] = {
+    fields::stored<&E1Result::model>("model"),
+    fields::stored<&E1Result::n>("n"),
+    fields::stored<&E1Result::trial>("trial"),
+    fields::stored<&E1Result::parameters>("parameters"),
+    fields::stored<&E1Result::threads>("threads"),
+    fields::stored<&E1Result::fast_seconds>("fast_seconds"),
+    fields::stored<&E1Result::fast_float_seconds>("fast_float_seconds"),
+    fields::stored<&E1Result::brute_seconds>("brute_seconds"),
+    fields::derived<&E1Result::speedup>("speedup"),
+    fields::stored<&E1Result::fast_trace>("fast_trace"),
+    fields::stored<&E1Result::brute_trace>("brute_trace"),
+    fields::stored<&E1Result::diff_norm>("diff_norm"),
+    fields::derived<&E1Result::relative_diff>("relative_diff"),
+    fields::derived<&E1Result::float_relative_diff>("float_relative_diff"),
+    fields::stored<&E1Result::kink_entries>("kink_entries"),
+    fields::stored<&E1Result::unresolved_entries>("unresolved_entries"),
+    fields::stored<&E1Result::check_seconds>("check_seconds"),
+    fields::stored<&E1Result::step>("step", fields::In::json),
+    fields::stored<&E1Result::diag_norm>("diag_norm", fields::In::json),
+    fields::stored<&E1Result::float_diff_norm>("float_diff_norm", fields::In::json),
+};
+
+}  // namespace
+
+nlohmann::json E1Result::to_json() const { return fields::to_json(*this, e1_fields); }
 
 E1Result E1Result::from_json(const nlohmann::json& j) {
     E1Result r;
-    r.model = j.at("model");
-    r.n = j.at("n");
-    r.trial = j.at("trial");
-    r.parameters = j.at("parameters");
-    r.threads = j.at("threads");
-    r.fast_seconds = j.at("fast_seconds");
-    r.brute_seconds = j.at("brute_seconds");
-    r.step = j.at("step");
-    r.check_seconds = j.at("check_seconds");
-    r.kink_entries = j.at("kink_entries");
-    r.unresolved_entries = j.at("unresolved_entries");
-    r.fast_float_seconds = j.at("fast_float_seconds");
-    r.fast_trace = j.at("fast_trace");
-    r.brute_trace = j.at("brute_trace");
-    r.diff_norm = j.at("diff_norm");
-    r.diag_norm = j.at("diag_norm");
-    r.float_diff_norm = j.at("float_diff_norm");
+    fields::read_json(r, e1_fields, j);
     return r;
 }
 
-std::vector<std::string> E1Result::csv_columns() {
-    return {"model",          "n",           "trial",          "parameters",
-            "threads",        "fast_seconds", "fast_float_seconds", "brute_seconds",
-            "speedup",        "fast_trace",  "brute_trace",    "diff_norm",
-            "relative_diff",  "float_relative_diff", "kink_entries", "unresolved_entries",
-            "check_seconds"};
-}
+std::vector<std::string> E1Result::csv_columns() { return fields::csv_columns(e1_fields); }
 
-std::vector<std::string> E1Result::csv_row() const {
-    return {model,
-            std::to_string(n),
-            std::to_string(trial),
-            std::to_string(parameters),
-            std::to_string(threads),
-            format_double(fast_seconds),
-            format_double(fast_float_seconds),
-            format_double(brute_seconds),
-            format_double(speedup()),
-            format_double(fast_trace),
-            format_double(brute_trace),
-            format_double(diff_norm),
-            format_double(relative_diff()),
-            format_double(float_relative_diff()),
-            std::to_string(kink_entries),
-            std::to_string(unresolved_entries),
-            format_double(check_seconds)};
-}
+std::vector<std::string> E1Result::csv_row() const { return fields::csv_row(*this, e1_fields); }
 
 // ---- report: CSV, figure, section -------------------------------------------------------
 

@@ -1,5 +1,6 @@
 #include "minsharp/experiments/e2.hpp"
 
+#include "fields.hpp"
 #include "report_parts.hpp"
 #include "minsharp/clock.hpp"
 #include "minsharp/experiments/support.hpp"
@@ -92,59 +93,89 @@ void run_e2_job(const Job& job) {
 
 // ---- results ----------------------------------------------------------------------------
 
+namespace {
+
+// An E2 result's fields once each: which run it is, then its reference point (the exact
+// diagonal), then per curve its points. e2.csv has one row per point, its columns in this
+// order: the run, the estimator, the point, the reference.
+const fields::Field<E2Result> e2_run_fields[] = {
+    fields::stored<&E2Result::model>("model"),
+    fields::stored<&E2Result::n>("n"),
+    fields::stored<&E2Result::trial>("trial"),
+    fields::stored<&E2Result::threads>("threads", fields::In::json),
+};
+const fields::Field<E2Result> e2_reference_fields[] = {
+    fields::stored<&E2Result::exact_seconds>("exact_seconds"),
+    fields::stored<&E2Result::exact_trace>("exact_trace"),
+    fields::stored<&E2Result::diag_norm>("diag_norm", fields::In::json),
+};
+const fields::Field<E2Curve> e2_curve_fields[] = {
+    fields::stored<&E2Curve::estimator>("estimator"),
+};
+const fields::Field<E2Point> e2_point_fields[] = {
+    fields::stored<&E2Point::samples>("samples"),
+    fields::stored<&E2Point::seconds>("seconds"),
+    fields::stored<&E2Point::error>("error"),
+    fields::stored<&E2Point::relative_error>("relative_error"),
+};
+
+template <class T>
+void append(std::vector<T>& to, std::vector<T> more) {
+    to.insert(to.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+}
+
+}  // namespace
+
 nlohmann::json E2Result::to_json() const {
-    nlohmann::json curves_json = nlohmann::json::array();
+    nlohmann::json j = fields::to_json(*this, e2_run_fields);
+    fields::write_json(*this, e2_reference_fields, j);
+    j["curves"] = nlohmann::json::array();
     for (const auto& c : curves) {
-        nlohmann::json points = nlohmann::json::array();
-        for (const auto& p : c.points)
-            points.push_back({{"samples", p.samples},
-                              {"seconds", p.seconds},
-                              {"error", p.error},
-                              {"relative_error", p.relative_error}});
-        curves_json.push_back({{"estimator", c.estimator}, {"points", points}});
+        nlohmann::json curve = fields::to_json(c, e2_curve_fields);
+        curve["points"] = nlohmann::json::array();
+        for (const auto& p : c.points) curve["points"].push_back(fields::to_json(p, e2_point_fields));
+        j["curves"].push_back(curve);
     }
-    return {{"model", model},
-            {"n", n},
-            {"trial", trial},
-            {"threads", threads},
-            {"exact_seconds", exact_seconds},
-            {"exact_trace", exact_trace},
-            {"diag_norm", diag_norm},
-            {"curves", curves_json}};
+    return j;
 }
 
 E2Result E2Result::from_json(const nlohmann::json& j) {
     E2Result r;
-    r.model = j.at("model");
-    r.n = j.at("n");
-    r.trial = j.at("trial");
-    r.threads = j.at("threads");
-    r.exact_seconds = j.at("exact_seconds");
-    r.exact_trace = j.at("exact_trace");
-    r.diag_norm = j.at("diag_norm");
+    fields::read_json(r, e2_run_fields, j);
+    fields::read_json(r, e2_reference_fields, j);
     for (const auto& c : j.at("curves")) {
-        E2Curve curve{c.at("estimator"), {}};
-        for (const auto& p : c.at("points"))
-            curve.points.push_back(
-                {p.at("samples"), p.at("seconds"), p.at("error"), p.at("relative_error")});
+        E2Curve curve;
+        fields::read_json(curve, e2_curve_fields, c);
+        for (const auto& p : c.at("points")) {
+            E2Point point;
+            fields::read_json(point, e2_point_fields, p);
+            curve.points.push_back(point);
+        }
         r.curves.push_back(curve);
     }
     return r;
 }
 
 std::vector<std::string> E2Result::csv_columns() {
-    return {"model",   "n",     "trial",          "estimator",     "samples",
-            "seconds", "error", "relative_error", "exact_seconds", "exact_trace"};
+    std::vector<std::string> columns = fields::csv_columns(e2_run_fields);
+    append(columns, fields::csv_columns(e2_curve_fields));
+    append(columns, fields::csv_columns(e2_point_fields));
+    append(columns, fields::csv_columns(e2_reference_fields));
+    return columns;
 }
 
 std::vector<std::vector<std::string>> E2Result::csv_rows() const {
+    const std::vector<std::string> run = fields::csv_row(*this, e2_run_fields);
+    const std::vector<std::string> reference = fields::csv_row(*this, e2_reference_fields);
     std::vector<std::vector<std::string>> rows;
     for (const auto& c : curves)
-        for (const auto& p : c.points)
-            rows.push_back({model, std::to_string(n), std::to_string(trial), c.estimator,
-                            std::to_string(p.samples), format_double(p.seconds),
-                            format_double(p.error), format_double(p.relative_error),
-                            format_double(exact_seconds), format_double(exact_trace)});
+        for (const auto& p : c.points) {
+            std::vector<std::string> row = run;
+            append(row, fields::csv_row(c, e2_curve_fields));
+            append(row, fields::csv_row(p, e2_point_fields));
+            append(row, reference);
+            rows.push_back(std::move(row));
+        }
     return rows;
 }
 

@@ -1,5 +1,6 @@
 #include "minsharp/experiments/e3.hpp"
 
+#include "fields.hpp"
 #include "report_parts.hpp"
 #include "minsharp/clock.hpp"
 #include "minsharp/experiments/support.hpp"
@@ -97,93 +98,53 @@ void run_e3_job(const Job& job) {
 
 // ---- results ----------------------------------------------------------------------------
 
-nlohmann::json E3Result::to_json() const {
-    return {{"model", model},
-            {"ratio", ratio},
-            {"trial", trial},
-            {"n", n},
-            {"epochs", epochs},
-            {"threads", threads},
-            {"train_loss", train_loss},
-            {"train_accuracy", train_accuracy},
-            {"test_accuracy", test_accuracy},
-            {"gap", gap()},
-            {"trace", trace},
-            {"ms", ms},
-            {"ms_node", ms_node},
-            {"normalized", normalized},
-            {"ms_gradient_norm", ms_gradient_norm},
-            {"seconds",
-             {{"train", train_seconds},
-              {"evaluation", evaluation_seconds},
-              {"diag_hessian", diag_seconds},
-              {"ms", ms_seconds},
-              {"ms_node", ms_node_seconds},
-              {"normalized", normalized_seconds}}},
-            {"notes", notes}};
-}
+namespace {
+
+// Every field of E3Result once, in e3.csv's column order. The JSON keeps the timings in a
+// "seconds" object, as measures.json has always had them.
+const fields::Field<E3Result> e3_fields[] = {
+    fields::stored<&E3Result::model>("model"),
+    fields::stored<&E3Result::ratio>("ratio"),
+    fields::stored<&E3Result::trial>("trial"),
+    fields::stored<&E3Result::n>("n"),
+    fields::stored<&E3Result::epochs>("epochs"),
+    fields::stored<&E3Result::train_loss>("train_loss"),
+    fields::stored<&E3Result::train_accuracy>("train_accuracy"),
+    fields::stored<&E3Result::test_accuracy>("test_accuracy"),
+    fields::derived<&E3Result::gap>("gap"),
+    fields::stored<&E3Result::trace>("trace"),
+    fields::stored<&E3Result::ms>("ms"),
+    fields::stored<&E3Result::ms_node>("ms_node"),
+    fields::stored<&E3Result::normalized>("normalized"),
+    fields::stored<&E3Result::ms_gradient_norm>("ms_gradient_norm"),
+    fields::stored<&E3Result::threads>("threads"),
+    fields::stored<&E3Result::train_seconds>("train_seconds",
+                                                fields::In::json_and_csv, "seconds", "train"),
+    fields::stored<&E3Result::evaluation_seconds>("evaluation_seconds",
+                                                fields::In::json, "seconds", "evaluation"),
+    fields::stored<&E3Result::diag_seconds>("diag_seconds",
+                                                fields::In::json_and_csv, "seconds", "diag_hessian"),
+    fields::stored<&E3Result::ms_seconds>("ms_seconds", fields::In::json_and_csv, "seconds", "ms"),
+    fields::stored<&E3Result::ms_node_seconds>("ms_node_seconds",
+                                                fields::In::json_and_csv, "seconds", "ms_node"),
+    fields::stored<&E3Result::normalized_seconds>("normalized_seconds",
+                                                fields::In::json_and_csv, "seconds", "normalized"),
+    fields::stored<&E3Result::notes>("notes"),
+};
+
+}  // namespace
+
+nlohmann::json E3Result::to_json() const { return fields::to_json(*this, e3_fields); }
 
 E3Result E3Result::from_json(const nlohmann::json& j) {
     E3Result r;
-    r.model = j.at("model");
-    r.ratio = j.at("ratio");
-    r.trial = j.at("trial");
-    r.n = j.at("n");
-    r.epochs = j.at("epochs");
-    r.threads = j.at("threads");
-    r.train_loss = j.at("train_loss");
-    r.train_accuracy = j.at("train_accuracy");
-    r.test_accuracy = j.at("test_accuracy");
-    r.trace = j.at("trace");
-    r.ms = j.at("ms");
-    r.ms_node = j.at("ms_node");
-    r.normalized = j.at("normalized");
-    r.ms_gradient_norm = j.at("ms_gradient_norm");
-    const auto& s = j.at("seconds");
-    r.train_seconds = s.at("train");
-    r.evaluation_seconds = s.at("evaluation");
-    r.diag_seconds = s.at("diag_hessian");
-    r.ms_seconds = s.at("ms");
-    r.ms_node_seconds = s.at("ms_node");
-    r.normalized_seconds = s.at("normalized");
-    r.notes = j.at("notes").get<std::vector<std::string>>();
+    fields::read_json(r, e3_fields, j);
     return r;
 }
 
-std::vector<std::string> E3Result::csv_columns() {
-    return {"model",           "ratio",         "trial",         "n",
-            "epochs",          "train_loss",    "train_accuracy", "test_accuracy",
-            "gap",             "trace",         "ms",            "ms_node",
-            "normalized",      "ms_gradient_norm", "threads",    "train_seconds",
-            "diag_seconds",    "ms_seconds",    "ms_node_seconds", "normalized_seconds",
-            "notes"};
-}
+std::vector<std::string> E3Result::csv_columns() { return fields::csv_columns(e3_fields); }
 
-std::vector<std::string> E3Result::csv_row() const {
-    std::string joined;
-    for (const auto& note : notes) joined += (joined.empty() ? "" : "; ") + note;
-    return {model,
-            format_double(ratio),
-            std::to_string(trial),
-            std::to_string(n),
-            std::to_string(epochs),
-            format_double(train_loss),
-            format_double(train_accuracy),
-            format_double(test_accuracy),
-            format_double(gap()),
-            format_double(trace),
-            format_double(ms),
-            format_double(ms_node),
-            format_double(normalized),
-            format_double(ms_gradient_norm),
-            std::to_string(threads),
-            format_double(train_seconds),
-            format_double(diag_seconds),
-            format_double(ms_seconds),
-            format_double(ms_node_seconds),
-            format_double(normalized_seconds),
-            joined};
-}
+std::vector<std::string> E3Result::csv_row() const { return fields::csv_row(*this, e3_fields); }
 
 std::vector<std::string> e3_measure_names() {
     return {"train_loss", "trace", "ms", "ms_node", "normalized"};

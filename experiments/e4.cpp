@@ -1,5 +1,6 @@
 #include "minsharp/experiments/e4.hpp"
 
+#include "fields.hpp"
 #include "report_parts.hpp"
 #include "minsharp/clock.hpp"
 #include "minsharp/experiments/support.hpp"
@@ -117,47 +118,50 @@ void run_e4_job(const Job& job) {
 
 // ---- results ----------------------------------------------------------------------------
 
-std::vector<std::string> E4Row::csv_columns() {
-    return {"transform", "factor", "output_change", "trace", "ms", "ms_node", "normalized",
-            "diag_seconds"};
-}
+namespace {
 
-std::vector<std::string> E4Row::csv_row() const {
-    return {transform,          format_double(factor), format_double(output_change),
-            format_double(trace), format_double(ms),   format_double(ms_node),
-            format_double(normalized), format_double(diag_seconds)};
-}
+// Every field of a row once, in e4.csv's column order (the JSON rows hold the same).
+const fields::Field<E4Row> e4_row_fields[] = {
+    fields::stored<&E4Row::transform>("transform"),
+    fields::stored<&E4Row::factor>("factor"),
+    fields::stored<&E4Row::output_change>("output_change"),
+    fields::stored<&E4Row::trace>("trace"),
+    fields::stored<&E4Row::ms>("ms"),
+    fields::stored<&E4Row::ms_node>("ms_node"),
+    fields::stored<&E4Row::normalized>("normalized"),
+    fields::stored<&E4Row::diag_seconds>("diag_seconds"),
+};
+
+// The trained network the rows transform (JSON only; "rows" holds the rows).
+const fields::Field<E4Result> e4_fields[] = {
+    fields::stored<&E4Result::model>("model", fields::In::json),
+    fields::stored<&E4Result::n>("n", fields::In::json),
+    fields::stored<&E4Result::epochs>("epochs", fields::In::json),
+    fields::stored<&E4Result::train_accuracy>("train_accuracy", fields::In::json),
+    fields::stored<&E4Result::test_accuracy>("test_accuracy", fields::In::json),
+};
+
+}  // namespace
+
+std::vector<std::string> E4Row::csv_columns() { return fields::csv_columns(e4_row_fields); }
+
+std::vector<std::string> E4Row::csv_row() const { return fields::csv_row(*this, e4_row_fields); }
 
 nlohmann::json E4Result::to_json() const {
-    nlohmann::json rows_json = nlohmann::json::array();
-    for (const auto& row : rows)
-        rows_json.push_back({{"transform", row.transform},
-                             {"factor", row.factor},
-                             {"output_change", row.output_change},
-                             {"trace", row.trace},
-                             {"ms", row.ms},
-                             {"ms_node", row.ms_node},
-                             {"normalized", row.normalized},
-                             {"diag_seconds", row.diag_seconds}});
-    return {{"model", model},
-            {"n", n},
-            {"epochs", epochs},
-            {"train_accuracy", train_accuracy},
-            {"test_accuracy", test_accuracy},
-            {"rows", rows_json}};
+    nlohmann::json j = fields::to_json(*this, e4_fields);
+    j["rows"] = nlohmann::json::array();
+    for (const auto& row : rows) j["rows"].push_back(fields::to_json(row, e4_row_fields));
+    return j;
 }
 
 E4Result E4Result::from_json(const nlohmann::json& j) {
     E4Result r;
-    r.model = j.at("model");
-    r.n = j.at("n");
-    r.epochs = j.at("epochs");
-    r.train_accuracy = j.at("train_accuracy");
-    r.test_accuracy = j.at("test_accuracy");
-    for (const auto& row : j.at("rows"))
-        r.rows.push_back({row.at("transform"), row.at("factor"), row.at("output_change"),
-                          row.at("trace"), row.at("ms"), row.at("ms_node"), row.at("normalized"),
-                          row.at("diag_seconds")});
+    fields::read_json(r, e4_fields, j);
+    for (const auto& row_json : j.at("rows")) {
+        E4Row row;
+        fields::read_json(row, e4_row_fields, row_json);
+        r.rows.push_back(row);
+    }
     return r;
 }
 

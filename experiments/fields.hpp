@@ -110,8 +110,8 @@ void read_json(R& r, Table<R> table, const nlohmann::json& j) {
     }
 }
 
-template <class R>
-std::vector<std::string> csv_columns(Table<R> table) {
+template <class R, std::size_t N>
+std::vector<std::string> csv_columns(const Field<R> (&table)[N]) {
     std::vector<std::string> columns;
     for (const auto& f : table)
         if (f.in_csv()) columns.emplace_back(f.name);
