@@ -285,7 +285,7 @@ std::string e1_section(const std::vector<E1Result>& rows, const std::vector<fs::
     }
     s += "\nLargest relative difference over all trials: **" + sci(worst) + "** (" +
          (worst <= 1e-5 ? "within" : "NOT within") +
-         " the 1e-5 asked of it; " +
+         " a relative tolerance of 1e-5; " +
          (worst <= 1e-5 ? std::string("the residual is the rounding error of the central "
                                       "differences, ~1e-16·|g|/step")
                         : std::string("a brute-force difference that straddles a kink is "
