@@ -144,6 +144,8 @@ void run_e1_job(const Job& job) {
     write_json(job.result_file(), j);
 }
 
+// ---- results ----------------------------------------------------------------------------
+
 namespace {
 
 // Every field of E1Result once, in e1.csv's column order; the JSON holds them all plus the

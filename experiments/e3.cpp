@@ -409,6 +409,17 @@ std::string correlations_csv(const std::vector<Correlation>& rows) {
     return csv.str();
 }
 
+nlohmann::json correlations_json(const std::vector<Correlation>& rows) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& c : rows)
+        j.push_back({{"model", c.model},
+                     {"measure", c.measure},
+                     {"runs", c.runs},
+                     {"kendall_tau", finite_or_null(c.kendall)},
+                     {"spearman_rho", finite_or_null(c.spearman)}});
+    return j;
+}
+
 nlohmann::json seed_spread_json(const std::vector<SeedSpread>& spread) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& s : spread) {

@@ -151,13 +151,7 @@ nlohmann::json results_json(const Collected& c, const std::vector<Correlation>& 
     for (const auto& r : c.e2) j["e2"].push_back(r.to_json());
     j["e3"]["runs"] = nlohmann::json::array();
     for (const auto& r : c.e3) j["e3"]["runs"].push_back(r.to_json());
-    j["e3"]["correlations"] = nlohmann::json::array();
-    for (const auto& k : correlations)
-        j["e3"]["correlations"].push_back({{"model", k.model},
-                                           {"measure", k.measure},
-                                           {"runs", k.runs},
-                                           {"kendall_tau", finite_or_null(k.kendall)},
-                                           {"spearman_rho", finite_or_null(k.spearman)}});
+    j["e3"]["correlations"] = correlations_json(correlations);
     j["e3"]["seed_spread"] = seed_spread_json(spread);
     j["e4"] = c.e4 ? c.e4->to_json() : nlohmann::json(nullptr);
     j["missing"] = c.missing;

@@ -34,11 +34,8 @@ inline std::string fmt(const char* format, double v) {
 }
 
 inline std::string sig(double v) { return fmt("%.3g", v); }
-
 inline std::string fixed2(double v) { return fmt("%.2f", v); }
-
 inline std::string fixed3(double v) { return fmt("%.3f", v); }
-
 inline std::string sci(double v) { return fmt("%.1e", v); }
 
 inline std::string table_row(const std::vector<std::string>& cells) {
@@ -61,14 +58,14 @@ inline double mean(const std::vector<double>& v) {
 }
 
 template <class R, class F>
-inline double mean_of(const std::vector<const R*>& rows, F field) {
+double mean_of(const std::vector<const R*>& rows, F field) {
     std::vector<double> v;
     for (const auto* r : rows) v.push_back(field(*r));
     return mean(v);
 }
 
 template <class R>
-inline std::string results_csv(const std::vector<R>& rows) {
+std::string results_csv(const std::vector<R>& rows) {
     CsvWriter csv(R::csv_columns());
     for (const auto& r : rows) csv.add_row(r.csv_row());
     return csv.str();
@@ -106,6 +103,7 @@ void e2_figure(Figures& f, const std::vector<E2Result>& rows);
 std::string e2_section(const std::vector<E2Result>& rows, const std::vector<fs::path>& drawn);
 
 std::string correlations_csv(const std::vector<Correlation>& rows);
+nlohmann::json correlations_json(const std::vector<Correlation>& rows);
 nlohmann::json seed_spread_json(const std::vector<SeedSpread>& spread);
 std::string seed_spread_csv(const std::vector<SeedSpread>& spread);
 /// model → trials per base seed, from the plan's E3 grids (empty without a plan).
