@@ -2,7 +2,11 @@
 // then CSVs, figures and report.md. See docs/experiments.md.
 #include "app_common.hpp"
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/planning.hpp"
+#include "minsharp/experiments/profiles.hpp"
+#include "minsharp/experiments/runner.hpp"
+#include "minsharp/experiments/support.hpp"
+#include "minsharp/clock.hpp"
 #include "minsharp/experiments/report.hpp"
 #include "minsharp/io.hpp"
 #include "minsharp/progress.hpp"

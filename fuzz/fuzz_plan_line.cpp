@@ -2,7 +2,7 @@
 // line split at spaces, tabs and newlines; words up to and including "run" (the executable
 // and the subcommand of a plan line) are dropped. minsharp's own errors are expected;
 // anything else escaping, a crash or a sanitizer report is a finding.
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,11 @@
 #define BOOST_TEST_MODULE experiments
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/planning.hpp"
+#include "minsharp/experiments/profiles.hpp"
+#include "minsharp/experiments/runner.hpp"
+#include "minsharp/experiments/support.hpp"
+#include "minsharp/clock.hpp"
 #include "minsharp/experiments/report.hpp"
 #include "minsharp/io.hpp"
 #include "synthetic.hpp"

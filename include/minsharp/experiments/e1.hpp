@@ -3,7 +3,7 @@
 // and how far apart they are.
 #pragma once
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -5,7 +5,7 @@
 // point.
 #pragma once
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
 
 #include <nlohmann/json.hpp>
 

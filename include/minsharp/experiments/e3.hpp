@@ -4,7 +4,8 @@
 // report ranks every measure against the generalization gap (Kendall τ, Spearman ρ) per model.
 #pragma once
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
+#include "minsharp/experiments/profiles.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -77,6 +78,16 @@ struct SeedSpread {
 std::vector<SeedSpread> e3_seed_spread(const std::vector<E3Result>& results,
                                        const std::map<std::string, int>& trials_per_seed,
                                        int resamples = 2000);
+
+/// The mean over runs per (model, ratio) of the E3 quantities, for tables.
+struct E3Summary {
+    std::string model;
+    double ratio = 0;
+    std::size_t runs = 0;
+    double gap = 0, train_loss = 0, train_accuracy = 0, test_accuracy = 0;
+    double trace = 0, ms = 0, ms_node = 0, normalized = 0;
+};
+std::vector<E3Summary> summarize_e3(const std::vector<E3Result>& results);
 
 /// Loss, accuracies (in double) and every measure of a trained model on its training set.
 E3Result measure_trained_model(const Sequential<float>& model, const PreparedData& data,

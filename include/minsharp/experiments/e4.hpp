@@ -4,7 +4,7 @@
 // does not.
 #pragma once
 
-#include "minsharp/experiments/common.hpp"
+#include "minsharp/experiments/jobs.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -48,16 +48,6 @@ struct ReportOutcome {
 /// Where gnuplot is on the PATH, or empty.
 std::filesystem::path find_gnuplot();
 
-/// The mean over runs per (model, ratio) of the E3 quantities, for tables.
-struct E3Summary {
-    std::string model;
-    double ratio = 0;
-    std::size_t runs = 0;
-    double gap = 0, train_loss = 0, train_accuracy = 0, test_accuracy = 0;
-    double trace = 0, ms = 0, ms_node = 0, normalized = 0;
-};
-std::vector<E3Summary> summarize_e3(const std::vector<E3Result>& results);
-
 /// Writes the CSVs, results.json, the figures and report.md into `dir` (all atomically).
 ReportOutcome write_report(const std::filesystem::path& dir, const Collected& collected,
                            const ReportOptions& options = {});
