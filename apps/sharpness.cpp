@@ -300,6 +300,7 @@ int main(int argc, char** argv) {
         const SharpnessReport report = measure_sharpness(model, batch, measures, options);
         std::fputs(format_report(report).c_str(), stdout);
         if (!diag_out.empty()) {
+            if (!quiet) std::fprintf(stderr, "diag H again for --diag-out\n");
             write_diagonal(diag_out, diagonal_for_output(model, batch.x, options),
                            inputs.description, options.precision);
             std::printf("wrote %s\n", diag_out.c_str());
