@@ -88,13 +88,15 @@ public:
         for (std::size_t j = 0; j < steps; ++j) {
             const double* v = vector(j);
             apply(hvp_, v, w_.data(), dim_, method_);
-            const double alpha = dot(v, w_.data(), dim_);
-            cblas_daxpy(blas_int(dim_), -alpha, v, 1, w_.data(), 1);
-            if (j > 0) cblas_daxpy(blas_int(dim_), -t.beta[j - 1], vector(j - 1), 1, w_.data(), 1);
+            if (j + 1 == steps) {  // the last step needs α only
+                t.alpha.push_back(dot(v, w_.data(), dim_));
+                break;
+            }
+            // Gram–Schmidt against the whole basis does the three-term recurrence too (the
+            // coefficients of v_j and v_{j−1} are α_j and β_{j−1}); the second pass removes
+            // what rounding left of the first ("twice is enough").
+            const double alpha = orthogonalise(j + 1) + orthogonalise(j + 1);
             t.alpha.push_back(alpha);
-            if (j + 1 == steps) break;
-            orthogonalise(j + 1);
-            orthogonalise(j + 1);  // twice is enough
             const double beta = norm(w_.data(), dim_);
             scale = std::max({scale, std::abs(alpha), beta});
             if (beta <= breakdown_tolerance * scale) {
@@ -122,13 +124,14 @@ private:
     const double* vector(std::size_t j) const { return basis_.data() + j * dim_; }
 
     // One classical Gram–Schmidt pass of w against the first `count` basis vectors, as two
-    // matrix-vector products: c = V w, w −= Vᵀ c.
-    void orthogonalise(std::size_t count) {
+    // matrix-vector products: c = V w, w −= Vᵀ c. Returns the coefficient of the last one.
+    double orthogonalise(std::size_t count) {
         const int n = blas_int(dim_), m = blas_int(count);
         cblas_dgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0, basis_.data(), n, w_.data(), 1, 0.0,
                     coefficients_.data(), 1);
         cblas_dgemv(CblasRowMajor, CblasTrans, m, n, -1.0, basis_.data(), n,
                     coefficients_.data(), 1, 1.0, w_.data(), 1);
+        return coefficients_[count - 1];
     }
 
     const HessianVectorProduct& hvp_;
