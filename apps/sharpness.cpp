@@ -1,7 +1,8 @@
-// apps/sharpness: sharpness measures of a trained model on its training inputs.
+// apps/sharpness: sharpness measures of a trained model on its training inputs (or chosen ones).
 #include "app_common.hpp"
 
 #include "minsharp/checkpoint.hpp"
+#include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/parallel.hpp"
 #include "minsharp/progress.hpp"
@@ -36,12 +37,59 @@ std::optional<TrainConfig> training_config(const std::string& checkpoint) {
     }
 }
 
+// Which inputs the user asked for beyond the dataset: the split and a window or random sample.
+struct InputChoice {
+    std::string split = "train";             // --inputs
+    std::optional<std::size_t> n;            // --n
+    std::optional<std::size_t> offset;       // --offset
+    std::optional<std::uint64_t> subset_seed;  // --subset-seed
+    bool picks_inputs() const { return n || offset || subset_seed || split != "train"; }
+};
+
+// The examples [offset, offset + n) of `all` (n: the rest when not given), or n drawn at
+// random without replacement with --subset-seed (kept in dataset order); with a sentence
+// saying which they are.
+std::pair<Dataset, std::string> select_inputs(const Dataset& all, const std::string& name,
+                                              const InputChoice& choice) {
+    const std::string kind = name + (choice.split == "train" ? " training" : " test");
+    const std::size_t size = all.size();
+    if (choice.subset_seed) {
+        Rng rng(*choice.subset_seed);
+        if (*choice.n > size)
+            throw Error("--n " + std::to_string(*choice.n) + " with --subset-seed: the " + kind +
+                        " set has only " + std::to_string(size) + " inputs");
+        Dataset d = subset_random(all, *choice.n, rng);
+        return {std::move(d), std::to_string(*choice.n) + " " + kind +
+                                  " inputs drawn at random (--subset-seed " +
+                                  std::to_string(*choice.subset_seed) + ")"};
+    }
+    const std::size_t offset = choice.offset.value_or(0);
+    if (offset >= size)
+        throw Error("--offset " + std::to_string(offset) + " leaves no inputs: the " + kind +
+                    " set has only " + std::to_string(size));
+    const std::size_t n = choice.n.value_or(size - offset);
+    if (n > size - offset)
+        throw Error((offset > 0 ? "--offset " + std::to_string(offset) + " + " : std::string()) +
+                    "--n " + std::to_string(n) + " goes beyond the " + kind + " set, which has only " +
+                    std::to_string(size) + " inputs");
+    std::vector<std::size_t> indices(n);
+    for (std::size_t i = 0; i < n; ++i) indices[i] = offset + i;
+    Dataset d;
+    d.name = all.name;
+    gather_batch(all, indices.data(), n, d.images, d.labels);
+    if (offset == 0) return {std::move(d), "the first " + std::to_string(n) + " " + kind + " inputs"};
+    return {std::move(d), "the " + std::to_string(n) + " " + kind + " inputs at indices " +
+                              std::to_string(offset) + ".." + std::to_string(offset + n - 1) +
+                              " (--offset " + std::to_string(offset) + ")"};
+}
+
 // A model trained on a subset (or with shuffled labels) is measured on exactly the inputs it
 // was trained on, unless the user picks the inputs.
 Inputs choose_inputs(const std::optional<TrainConfig>& trained, const std::string& dataset,
-                     const std::string& data_dir, const std::optional<std::size_t>& n) {
-    if (n && *n == 0) throw Error("--n 0: no inputs to measure on (the dataset would be empty)");
-    if (trained && dataset.empty() && !n) {
+                     const std::string& data_dir, const InputChoice& choice) {
+    if (choice.n && *choice.n == 0)
+        throw Error("--n 0: no inputs to measure on (the dataset would be empty)");
+    if (trained && dataset.empty() && !choice.picks_inputs()) {
         TrainConfig c = *trained;
         if (!data_dir.empty()) c.data_dir = data_dir;
         PreparedData prepared = prepare_data(c);
@@ -54,13 +102,12 @@ Inputs choose_inputs(const std::optional<TrainConfig>& trained, const std::strin
     }
     const std::string name = !dataset.empty() ? dataset : trained ? trained->dataset : "mnist";
     const std::filesystem::path dir = data_dir.empty() ? default_data_dir(name) : std::filesystem::path(data_dir);
-    Dataset train = load_dataset(name, dir).train;
-    if (n) train = subset_first(train, *n);
-    std::string what = "the first " + std::to_string(train.size()) + " " + name + " training inputs";
-    if (trained && (trained->subset == "random" || trained->label_noise > 0))
+    DatasetSplit split = load_dataset(name, dir);
+    auto [data, what] = select_inputs(choice.split == "train" ? split.train : split.test, name, choice);
+    if (choice.split == "train" && trained && (trained->subset == "random" || trained->label_noise > 0))
         what += " (note: not the checkpoint's training set, which was a " + trained->subset +
                 " subset / label noise " + format_double(trained->label_noise) + ")";
-    return {std::move(train), what};
+    return {std::move(data), what};
 }
 
 // max |z' − z| / max |z| over (up to) the first 1,000 inputs: how far a rescaling moved the
@@ -93,16 +140,46 @@ void rescale(Sequential<double>& model, const std::string& how, double max_facto
                 output_change(original, model, x));
 }
 
-// Settled before the model is loaded and measured: writing the report over the checkpoint
-// would destroy it, and an unwritable --json should fail before the work, not after it.
-void check_json_output(const std::string& json_out, const std::string& checkpoint) {
+bool same_file(const std::string& a, const std::string& b) {
     namespace fs = std::filesystem;
     std::error_code ec;
-    const bool same = fs::weakly_canonical(json_out, ec) == fs::weakly_canonical(checkpoint) ||
-                      (fs::exists(json_out) && fs::equivalent(json_out, checkpoint));
-    if (same)
-        throw Error("--json " + json_out + " is the checkpoint itself; name another file");
-    require_writable_file(json_out);
+    return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec) ||
+           (fs::exists(a) && fs::exists(b) && fs::equivalent(a, b));
+}
+
+// Settled before the model is loaded and measured: writing the report over the checkpoint
+// would destroy it, and an unwritable output should fail before the work, not after it.
+void check_output(const std::string& option, const std::string& file, const std::string& checkpoint) {
+    if (same_file(file, checkpoint))
+        throw Error(option + " " + file + " is the checkpoint itself; name another file");
+    require_writable_file(file);
+}
+
+// The exact diagonal in the precision the measures use, over all inputs at once (so that it
+// sums to the reported Tr H up to rounding).
+DiagHessian diagonal_for_output(Sequential<double>& model, const Tensor4<double>& x,
+                                const MeasureOptions& options) {
+    const CurvatureOptions curvature{options.chunk, options.threads};
+    if (options.precision == Precision::Double) return exact_diag_hessian(model, x, curvature);
+    Sequential<float> single = convert_model<float>(model);
+    Tensor4<float> xf = Tensor4<float>::from_shape(x.shape());
+    std::transform(x.begin(), x.end(), xf.begin(), [](double v) { return static_cast<float>(v); });
+    return exact_diag_hessian(single, xf, curvature);
+}
+
+// One F64 tensor per parameter, with the parameter's name and shape, so that a user can load
+// it next to the model (safetensors.torch.load_file gives a dict like the state dict).
+void write_diagonal(const std::string& file, const DiagHessian& diag, const std::string& inputs,
+                    Precision precision) {
+    Safetensors content;
+    for (const ParameterDiag& p : diag.parameters)
+        content.tensors.push_back(make_blob(p.name, p.shape, p.values.data()));
+    content.metadata["minsharp.content"] =
+        "exact diagonal of the Hessian of the mean cross-entropy, per parameter";
+    content.metadata["minsharp.inputs"] = inputs;
+    content.metadata["minsharp.precision"] = std::string(precision_name(precision));
+    content.metadata["minsharp.trace"] = format_double(diag.trace());
+    write_safetensors(file, content);
 }
 
 Batch<double> to_batch(const Dataset& d) {
@@ -116,13 +193,14 @@ Batch<double> to_batch(const Dataset& d) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App cli{"Sharpness of a trained model on its training inputs: Tr H (exact diagonal),\n"
-                 "minimum sharpness (layer-wise, node-wise), normalized sharpness and the\n"
-                 "Hutchinson estimate. Prints a table; --json writes the numbers.",
+    CLI::App cli{"Sharpness of a trained model on its training inputs (or the inputs chosen with\n"
+                 "--inputs, --n, --offset, --subset-seed): Tr H (exact diagonal), minimum\n"
+                 "sharpness (layer-wise, node-wise), normalized sharpness and the Hutchinson\n"
+                 "estimate. Prints a table; --json writes the numbers, --diag-out the diagonal.",
                  "sharpness"};
     std::string checkpoint, arch, dataset, data_dir, measures_text = "trace,ms,ms-node,normalized";
-    std::string json_out, precision_text = "double";
-    std::optional<std::size_t> n;
+    std::string json_out, diag_out, precision_text = "double";
+    InputChoice input_choice;
     MeasureOptions options;
     options.progress = true;
     bool quiet = false;
@@ -150,10 +228,23 @@ int main(int argc, char** argv) {
                    "mnist or fashion-mnist; default: the checkpoint's training dataset, else mnist")
         ->check(CLI::IsMember({"mnist", "fashion-mnist"}));
     cli.add_option("--data-dir", data_dir, "folder with the IDX files (default as in apps/train)");
-    cli.add_option("--n", n,
-                   "use the first N training inputs; default: the inputs the checkpoint was "
-                   "trained on (from its metadata), else all")
+    cli.add_option("--inputs", input_choice.split,
+                   "which split to measure on: train or test (default train)")
+        ->check(CLI::IsMember({"train", "test"}));
+    cli.add_option("--n", input_choice.n,
+                   "use the first N inputs of the split (after --offset); default: the inputs "
+                   "the checkpoint was trained on (from its metadata), else all")
         ->check(app::whole_number(0));  // 0 gets its own message from choose_inputs
+    CLI::Option* offset = cli.add_option("--offset", input_choice.offset,
+                                         "skip the first K inputs of the split, then take --n "
+                                         "(default: all the rest)")
+                              ->check(app::whole_number(0));
+    cli.add_option("--subset-seed", input_choice.subset_seed,
+                   "measure on N = --n inputs drawn at random without replacement with this "
+                   "seed (kept in dataset order) instead of the first N")
+        ->check(app::whole_number(0))
+        ->excludes(offset)
+        ->needs("--n");
     cli.add_option("--measures", measures_text, "comma list of " + valid_measures)
         ->capture_default_str();
     cli.add_option("--hutchinson-samples", options.hutchinson_samples,
@@ -182,10 +273,16 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1.0, 1e100))
         ->capture_default_str();
     cli.add_option("--json", json_out, "also write the report as JSON to this file");
+    cli.add_option("--diag-out", diag_out,
+                   "also write the exact Hessian diagonal (F64, one tensor per parameter, the "
+                   "model's names and shapes) to this safetensors file");
     cli.add_flag("--quiet", quiet, "no progress on stderr");
     return app::run(cli, argc, argv, [&] {
         const auto measures = parse_measures(measures_text);
-        if (!json_out.empty()) check_json_output(json_out, checkpoint);
+        if (!json_out.empty()) check_output("--json", json_out, checkpoint);
+        if (!diag_out.empty()) check_output("--diag-out", diag_out, checkpoint);
+        if (!json_out.empty() && !diag_out.empty() && same_file(json_out, diag_out))
+            throw Error("--diag-out " + diag_out + " is the --json file; name another file");
         options.precision = parse_precision(precision_text);
         options.progress = !quiet;
         if (options.threads > 0) set_threads(options.threads);
@@ -193,7 +290,7 @@ int main(int argc, char** argv) {
             load_model<double>(checkpoint, arch.empty() ? std::nullopt : std::optional(arch));
         require_piecewise_linear(model);
         const auto trained = training_config(checkpoint);
-        Inputs inputs = choose_inputs(trained, dataset, data_dir, n);
+        Inputs inputs = choose_inputs(trained, dataset, data_dir, input_choice);
         if (!quiet) std::fprintf(stderr, "measuring on %s\n", inputs.description.c_str());
         const Batch<double> batch = to_batch(inputs.data);
         inputs.data = Dataset{};  // the double copy is all that is needed from here on
@@ -202,6 +299,12 @@ int main(int argc, char** argv) {
         if (rescale_how != "none") rescale(model, rescale_how, rescale_max, options.seed, batch.x);
         const SharpnessReport report = measure_sharpness(model, batch, measures, options);
         std::fputs(format_report(report).c_str(), stdout);
+        if (!diag_out.empty()) {
+            if (!quiet) std::fprintf(stderr, "diag H again for --diag-out\n");
+            write_diagonal(diag_out, diagonal_for_output(model, batch.x, options),
+                           inputs.description, options.precision);
+            std::printf("wrote %s\n", diag_out.c_str());
+        }
         if (!json_out.empty()) {
             nlohmann::json j = report.to_json();
             j["checkpoint"] = checkpoint;

@@ -91,6 +91,109 @@ EOF
     --quiet >/dev/null || fail "state dict with --model small-mlp failed"
 fi
 
+# --diag-out: the exact diagonal with the model's tensor names and shapes, summing to Tr H;
+# written also when no measure needs the diagonal, and in float with --precision float.
+"$sharpness" --checkpoint "$model" --n 100 --measures trace,ms --diag-out "$tmp/diag.safetensors" \
+  --json "$tmp/d.json" --quiet >/dev/null || fail "--diag-out failed"
+"$sharpness" --checkpoint "$model" --n 100 --measures hutchinson --hutchinson-samples 2 \
+  --diag-out "$tmp/diag_only.safetensors" --quiet >/dev/null || fail "--diag-out without a diag measure failed"
+"$sharpness" --checkpoint "$model" --n 100 --measures trace --precision float \
+  --diag-out "$tmp/diag_float.safetensors" --quiet >/dev/null || fail "--diag-out in float failed"
+if command -v python3 >/dev/null; then
+  python3 - "$model" "$tmp/d.json" "$tmp/diag.safetensors" "$tmp/diag_only.safetensors" \
+    "$tmp/diag_float.safetensors" <<'EOF' || fail "the --diag-out file is wrong"
+import json, struct, sys
+def load(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    tensors = {}
+    for name, t in header.items():
+        a, b = t["data_offsets"]
+        fmt = {"F64": "d", "F32": "f"}[t["dtype"]]
+        count = (b - a) // struct.calcsize(fmt)
+        tensors[name] = (t["dtype"], t["shape"], struct.unpack("<%d%s" % (count, fmt), raw[8 + n + a:8 + n + b]))
+    return tensors, meta
+model, _ = load(sys.argv[1])
+report = json.load(open(sys.argv[2]))
+diag, meta = load(sys.argv[3])
+assert sorted(diag) == sorted(model), (sorted(diag), sorted(model))
+for name, (dtype, shape, values) in diag.items():
+    assert dtype == "F64" and shape == model[name][1], (name, dtype, shape, model[name][1])
+    assert min(values) >= 0, name  # a sum of squares for these networks
+total = sum(sum(v) for _, _, v in diag.values())
+assert abs(total - report["trace"]) <= 1e-9 * report["trace"], (total, report["trace"])
+layer0 = sum(diag["layer0.weight"][2])
+assert abs(layer0 - report["layers"][0]["weight_trace"]) <= 1e-9 * layer0
+assert meta["minsharp.inputs"] == report["inputs_description"], meta
+other, _ = load(sys.argv[4])
+assert all(other[k][2] == diag[k][2] for k in diag), "diagonal differs without a diag measure"
+single, meta_f = load(sys.argv[5])
+assert meta_f["minsharp.precision"] == "float"
+t_single = sum(sum(v) for _, _, v in single.values())
+assert abs(t_single - total) <= 1e-5 * total, (t_single, total)
+EOF
+fi
+
+# --inputs, --offset, --subset-seed choose the inputs, deterministically. Tr H is a mean
+# over inputs, so that of the first 200 is the mean of the first 100 and the 100 after them.
+trace_of() {  # args... → Tr H from the JSON on stdout, the inputs_description appended to a file
+  "$sharpness" --checkpoint "$model" --measures trace --json "$tmp/t.json" --quiet "$@" >"$tmp/t.out" \
+    || fail "sharpness $* failed: $(cat "$tmp/t.out")"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(repr(j["trace"])); print(j["inputs_description"], file=sys.stderr)' \
+    "$tmp/t.json" 2>>"$tmp/descriptions"
+}
+if command -v python3 >/dev/null; then
+  : >"$tmp/descriptions"
+  first=$(trace_of --n 100); first200=$(trace_of --n 200)
+  next=$(trace_of --offset 100 --n 100); next_again=$(trace_of --offset 100 --n 100)
+  test100=$(trace_of --inputs test --n 100)
+  random=$(trace_of --subset-seed 5 --n 100); random_again=$(trace_of --subset-seed 5 --n 100)
+  other_random=$(trace_of --subset-seed 6 --n 100)
+  [ "$next" = "$next_again" ] || fail "--offset is not deterministic: $next vs $next_again"
+  [ "$random" = "$random_again" ] || fail "--subset-seed is not deterministic: $random vs $random_again"
+  python3 - "$first" "$first200" "$next" "$test100" "$random" "$other_random" <<'EOF' \
+    || fail "the chosen inputs are not the expected ones"
+import sys
+first, first200, nxt, test, rnd, other = map(float, sys.argv[1:])
+assert abs((first + nxt) / 2 - first200) <= 1e-9 * first200, (first, nxt, first200)
+assert len({first, nxt, test, rnd, other}) == 5, (first, nxt, test, rnd, other)
+EOF
+  for want in "the first 100 mnist training inputs" \
+              "the 100 mnist training inputs at indices 100..199 (--offset 100)" \
+              "the first 100 mnist test inputs" \
+              "100 mnist training inputs drawn at random (--subset-seed 5)"; do
+    grep -qxF -- "$want" "$tmp/descriptions" || fail "no inputs_description '$want': $(cat "$tmp/descriptions")"
+  done
+fi
+# The test split without --n: all of it (the checkpoint's training subset does not apply).
+out=$("$sharpness" --checkpoint "$model" --inputs test --measures trace --quiet 2>&1) || fail "--inputs test: $out"
+grep -qF "the first 10000 mnist test inputs" <<<"$out" || fail "--inputs test did not use the test split: $out"
+
+# Command-line errors exit 2; a window beyond the data exits 1 (known only once the data is
+# loaded, as for --n beyond the dataset). Each is one line naming the problem.
+expect_status() {  # status, expected-substring, args...
+  local want_status=$1 want=$2; shift 2
+  local out status; out=$("$sharpness" "$@" 2>&1); status=$?
+  [ "$status" -eq "$want_status" ] || fail "exit $status (not $want_status) for '$*': $out"
+  grep -qF -- "$want" <<<"$out" || fail "message for '$*' lacks '$want': $out"
+  [ "$(grep -c . <<<"$out")" -eq 1 ] || fail "more than one line for '$*': $out"
+}
+expect_status 2 "--offset excludes --subset-seed" --checkpoint "$model" --n 10 --offset 5 --subset-seed 1 --quiet
+expect_status 2 "--subset-seed requires --n" --checkpoint "$model" --subset-seed 1 --quiet
+expect_status 2 "--inputs" --checkpoint "$model" --inputs validation --quiet
+expect_status 2 "--offset" --checkpoint "$model" --offset -1 --quiet
+expect_status 1 "--offset 9990 + --n 20 goes beyond the mnist test set, which has only 10000 inputs" \
+  --checkpoint "$model" --inputs test --offset 9990 --n 20 --quiet
+expect_status 1 "--offset 60000 leaves no inputs" --checkpoint "$model" --offset 60000 --quiet
+expect_status 1 "--n 70000 with --subset-seed: the mnist training set has only 60000 inputs" \
+  --checkpoint "$model" --n 70000 --subset-seed 1 --quiet
+expect_status 1 "is the checkpoint itself" --checkpoint "$model" --n 10 --quiet \
+  --diag-out "$tmp/run/./model.safetensors"
+expect_status 1 "is the --json file" --checkpoint "$model" --n 10 --quiet \
+  --diag-out "$tmp/same.json" --json "$tmp/same.json"
+
 # Bad input: one clear line, non-zero exit.
 expect_error() {  # expected-substring, args...
   local want=$1; shift
