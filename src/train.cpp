@@ -1,6 +1,7 @@
 #include "minsharp/train.hpp"
 
 #include "minsharp/checkpoint.hpp"
+#include "minsharp/clock.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/parallel.hpp"
 #include "minsharp/progress.hpp"
@@ -30,9 +31,6 @@ void require(bool ok, const std::string& what) {
     if (!ok) throw Error("training config: " + what);
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // Settings that may differ between an interrupted run and its resumption: epochs (a run may
 // be trained further) and settings that do not change what is trained (the thread count

@@ -4,6 +4,8 @@
 
 #include "minsharp/sharpness/curvature.hpp"
 
+#include "minsharp/clock.hpp"
+
 #include <chrono>
 
 namespace minsharp::sharpness {
@@ -42,9 +44,6 @@ private:
     std::vector<double> plus_, minus_;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 }  // namespace
 

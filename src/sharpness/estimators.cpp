@@ -12,6 +12,8 @@
 
 #include "minsharp/sharpness/estimators.hpp"
 
+#include "minsharp/clock.hpp"
+
 #include <chrono>
 #include <cmath>
 
@@ -115,10 +117,6 @@ void check_options(const EstimatorOptions& o, std::size_t parameters, bool diag)
     if (diag && !o.reference_diag.empty() && o.reference_diag.size() != parameters)
         throw ShapeError("estimator: reference diag has " + std::to_string(o.reference_diag.size()) +
                          " entries, the model has " + std::to_string(parameters) + " parameters");
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 void record(EstimatorTrace& trace, const EstimatorOptions& o, std::size_t samples,

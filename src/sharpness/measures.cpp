@@ -1,5 +1,6 @@
 #include "minsharp/sharpness/measures.hpp"
 
+#include "minsharp/clock.hpp"
 #include "minsharp/io.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/progress.hpp"
@@ -29,9 +30,6 @@ constexpr std::array<std::pair<Measure, std::string_view>, 5> measure_table{{
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 bool wants(const std::vector<Measure>& measures, Measure m) {
     return std::find(measures.begin(), measures.end(), m) != measures.end();
