@@ -157,6 +157,17 @@ BOOST_AUTO_TEST_CASE(tiny_lenet_matches_brute_force) {
                               brute_force_diag_hessian(model, x, 1e-5));
 }
 
+// Average pooling is linear, so the identity covers it: overlapping and non-overlapping
+// windows, after a fused conv + relu and before a dense layer.
+BOOST_AUTO_TEST_CASE(avgpool_network_matches_brute_force) {
+    const char* const spec = "conv:2:5,relu,avgpool:2:2,conv:3:3,avgpool:3:1,flatten,dense:10";
+    auto model = make_model<double>(spec, 25);
+    BOOST_CHECK_NO_THROW(require_piecewise_linear(model));
+    const auto x = normal_inputs<double>(2, mnist_input, 26);
+    check_against_brute_force(exact_diag_hessian(model, x),
+                              brute_force_diag_hessian(model, x, 1e-5));
+}
+
 BOOST_AUTO_TEST_CASE(small_cnn_matches_brute_force_on_spread_entries) {
     // Differencing all 13,750 coordinates would take minutes; every bias entry and an even
     // spread of ~60 entries of each weight tensor are checked.

@@ -4,6 +4,7 @@
 // the registry (ops/registry.hpp).
 #pragma once
 
+#include "minsharp/ops/avg_pool2d.hpp"
 #include "minsharp/ops/conv2d.hpp"
 #include "minsharp/ops/cross_entropy.hpp"
 #include "minsharp/ops/flatten.hpp"

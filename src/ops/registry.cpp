@@ -29,6 +29,7 @@ std::vector<OpRules<T>> make_table() {
         relu_rules<T>(),
         flatten_rules<T>(),
         cross_entropy_rules<T>(),
+        avg_pool2d_rules<T>(),
     };
     for (std::size_t i = 0; i < table.size(); ++i)
         if (table[i].kind != static_cast<OpKind>(i))

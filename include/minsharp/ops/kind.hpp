@@ -16,6 +16,7 @@ enum class OpKind {
     ReLU,
     Flatten,
     CrossEntropy,
+    AvgPool2d,
     /// A layer's kind is the kind of the node it records; the dense layer records Linear.
     Dense = Linear,
 };
