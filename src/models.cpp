@@ -86,7 +86,7 @@ Sequential<T> build_model(std::string_view spec_or_name, ActShape input) {
     const std::string spec =
         looks_like_spec ? std::string(spec_or_name) : zoo_spec(spec_or_name);
     Sequential<T> model(input);
-    for (const auto& token : split(spec, ',')) {
+    for (const auto& token : split_spec(spec, ',')) {
         if (token.empty()) throw Error("model spec '" + spec + "': empty token");
         model.add(parse_layer<T>(token, model.size() ? model.output_shape() : input));
     }

@@ -7,7 +7,7 @@
 //   avgpool:K:S                        K×K average pooling with stride S
 //   relu | flatten
 // Numbers are plain decimal digits (no sign, spaces, exponent or leading zero) within the
-// bounds of the limits in ops/layer.hpp: OUT in [1, 2^20], K in [1, 64], S in [1, 64], P in [0, K − 1];
+// limits of ops/layer.hpp: OUT in [1, 2^20], K in [1, 64], S in [1, 64], P in [0, K − 1];
 // each option at most once. A spec has at most max_spec_chars characters and
 // limits::max_layers tokens (docs/limits.md). Each token is parsed in its layer's op file
 // (src/ops/), found through the op registry.

@@ -6,7 +6,7 @@
 
 namespace minsharp {
 
-std::vector<std::string> split(std::string_view s, char sep) {
+std::vector<std::string> split_spec(std::string_view s, char sep) {
     std::vector<std::string> parts;
     std::size_t start = 0;
     while (true) {

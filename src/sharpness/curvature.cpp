@@ -118,9 +118,11 @@ std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
                             const CurvatureOptions& options) {
     if (options.chunk == 0) throw Error("exact diag H: chunk must be at least 1 input");
     std::size_t conv_values = 0;  // Σ over conv layers of O·Ho·Wo, per input and pass
-    for (std::size_t i = 0; i < model.size(); ++i)
-        if (op_rules<T>(model.layer(i).kind()).diag_keeps_pass_grads)
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        const OpRules<T>* rules = find_op_rules<T>(model.layer(i).kind());
+        if (rules && rules->diag_keeps_pass_grads)
             conv_values += model.layer(i).output_shape(model.shape_before(i)).size();
+    }
     std::size_t chunk = std::min(options.chunk, std::max<std::size_t>(n, 1));
     if (conv_values > 0) {
         const std::size_t per_input = model.output_shape().size() * conv_values * sizeof(T);

@@ -18,15 +18,15 @@ public:
         : Error("model spec: token '" + token + "': " + problem) {}
 };
 
-/// `s` cut at every `sep` (empty parts kept).
-std::vector<std::string> split(std::string_view s, char sep);
+/// `s` cut at every `sep` (empty parts kept): a spec into tokens, a token into fields.
+std::vector<std::string> split_spec(std::string_view s, char sep);
 
 /// One comma-separated token of a spec: its text and its ':' fields (fields[0] names the
 /// layer kind).
 struct SpecToken {
     std::string text;
     std::vector<std::string> fields;
-    explicit SpecToken(std::string_view token) : text(token), fields(split(token, ':')) {}
+    explicit SpecToken(std::string_view token) : text(token), fields(split_spec(token, ':')) {}
 };
 
 /// A spec number: plain digits in [min, max], or a SpecError naming the token, the field
