@@ -1,5 +1,5 @@
-// im2col / col2im for the GEMM form of conv2d (declared in ops.hpp).
-#include "minsharp/ops.hpp"
+// im2col / col2im for the GEMM form of conv2d (declared in minsharp/ops/im2col.hpp).
+#include "minsharp/ops/im2col.hpp"
 
 #include "kernels/float_kernels.hpp"
 

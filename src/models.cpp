@@ -1,6 +1,7 @@
 #include "minsharp/models.hpp"
 
 #include "minsharp/checked.hpp"
+#include "minsharp/ops/registry.hpp"
 
 #include <algorithm>
 #include <map>
@@ -8,6 +9,26 @@
 namespace minsharp {
 
 namespace {
+
+// "dense, conv, maxpool, relu or flatten": the spec tokens of the registered layer kinds.
+template <class T>
+std::string layer_tokens() {
+    std::vector<std::string_view> tokens;
+    for (const OpRules<T>& rules : all_op_rules<T>())
+        if (rules.parse) tokens.push_back(rules.spec_token);
+    std::string list;
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+        list += (i == 0 ? "" : i + 1 == tokens.size() ? " or " : ", ") + std::string(tokens[i]);
+    return list;
+}
+
+// A layer token without fields ("relu", "flatten") is a one-layer spec, not a zoo name.
+bool is_bare_layer_token(std::string_view name) {
+    for (const OpRules<double>& rules : all_op_rules<double>())
+        if (rules.parse && rules.spec_form == rules.spec_token && rules.spec_token == name)
+            return true;
+    return false;
+}
 
 const std::map<std::string, std::string, std::less<>>& zoo() {
     static const std::map<std::string, std::string, std::less<>> specs{
@@ -21,104 +42,14 @@ const std::map<std::string, std::string, std::less<>>& zoo() {
     return specs;
 }
 
-std::vector<std::string> split(std::string_view s, char sep) {
-    std::vector<std::string> parts;
-    std::size_t start = 0;
-    while (true) {
-        const std::size_t end = s.find(sep, start);
-        parts.emplace_back(s.substr(start, end - start));
-        if (end == std::string_view::npos) break;
-        start = end + 1;
-    }
-    return parts;
-}
-
-class SpecError : public Error {
-public:
-    SpecError(const std::string& token, const std::string& problem)
-        : Error("model spec: token '" + token + "': " + problem) {}
-};
-
-// A spec number: plain digits within the layer limits (see models.hpp), or a SpecError
-// naming the token, the field and the value.
-std::size_t spec_number(std::string_view text, const std::string& token, const char* field,
-                        std::size_t min, std::size_t max) {
-    try {
-        return parse_whole_number(text, field, min, max);
-    } catch (const Error& e) {
-        throw SpecError(token, e.what());
-    }
-}
-
-// Options after the fixed fields: strideS, padP (windowed layers only), nobias; each at
-// most once.
-struct LayerOptions {
-    std::size_t stride = 1, padding = 0;
-    bool bias = true;
-};
-
-// "stride" for stride2, "pad" for pad1, the field itself otherwise.
-std::string_view option_name(std::string_view field) {
-    for (std::string_view name : {"stride", "pad"})
-        if (field.starts_with(name)) return name;
-    return field;
-}
-
-// `kernel` is that of a windowed layer (it bounds the padding), 0 for a dense layer.
-LayerOptions parse_options(const std::vector<std::string>& fields, std::size_t first,
-                           const std::string& token, std::size_t kernel = 0) {
-    const bool windowed = kernel > 0;
-    LayerOptions o;
-    std::vector<std::string_view> seen;
-    for (std::size_t i = first; i < fields.size(); ++i) {
-        const std::string_view f = fields[i];
-        const std::string_view name = option_name(f);
-        if (std::find(seen.begin(), seen.end(), name) != seen.end())
-            throw SpecError(token, "option '" + std::string(name) + "' given twice");
-        seen.push_back(name);
-        if (f == "nobias")
-            o.bias = false;
-        else if (windowed && name == "stride")
-            o.stride = spec_number(f.substr(6), token, "stride", 1, limits::max_stride);
-        else if (windowed && name == "pad")
-            o.padding = spec_number(f.substr(3), token, "padding", 0, kernel - 1);
-        else
-            throw SpecError(token, "unknown option '" + std::string(f) + "'");
-    }
-    return o;
-}
-
-void require_fields(const std::vector<std::string>& f, std::size_t min, const std::string& token,
-                    const char* form) {
-    if (f.size() < min) throw SpecError(token, std::string("expected ") + form);
-}
-
+// The layer of one spec token, parsed by the registered kind whose spec token it names.
 template <class T>
-std::unique_ptr<Layer<T>> parse_layer(const std::string& token, const ActShape& in) {
-    const auto f = split(token, ':');
-    const std::string& kind = f[0];
-    if (kind == "relu" && f.size() == 1) return std::make_unique<ReLU<T>>();
-    if (kind == "flatten" && f.size() == 1) return std::make_unique<Flatten<T>>();
-    if (kind == "dense") {
-        require_fields(f, 2, token, "dense:OUT[:nobias]");
-        const std::size_t out = spec_number(f[1], token, "out features", 1, limits::max_features);
-        const auto o = parse_options(f, 2, token);
-        return std::make_unique<Dense<T>>(in.size(), out, o.bias);
-    }
-    if (kind == "conv") {
-        require_fields(f, 3, token, "conv:OUT:K[:strideS][:padP][:nobias]");
-        const std::size_t out = spec_number(f[1], token, "out channels", 1, limits::max_features);
-        const std::size_t kernel = spec_number(f[2], token, "kernel", 1, limits::max_kernel);
-        const auto o = parse_options(f, 3, token, kernel);
-        return std::make_unique<Conv2d<T>>(in.c, out, kernel, o.stride, o.padding, o.bias);
-    }
-    if (kind == "maxpool") {
-        if (f.size() != 3) throw SpecError(token, "expected maxpool:K:S");
-        return std::make_unique<MaxPool2d<T>>(
-            spec_number(f[1], token, "kernel", 1, limits::max_kernel),
-            spec_number(f[2], token, "stride", 1, limits::max_stride));
-    }
-    throw SpecError(token, "unknown layer (expected dense, conv, maxpool, relu or flatten)");
+std::unique_ptr<Layer<T>> parse_layer(const std::string& text, const ActShape& in) {
+    const SpecToken token(text);
+    for (const OpRules<T>& rules : all_op_rules<T>())
+        if (rules.parse && rules.spec_token == token.fields[0])
+            if (auto layer = rules.parse(token, in)) return layer;
+    throw SpecError(text, "unknown layer (expected " + layer_tokens<T>() + ")");
 }
 
 }  // namespace
@@ -151,11 +82,11 @@ template <class T>
 Sequential<T> build_model(std::string_view spec_or_name, ActShape input) {
     check_spec_size(spec_or_name);
     const bool looks_like_spec = spec_or_name.find_first_of(",:") != std::string_view::npos ||
-                                 spec_or_name == "flatten" || spec_or_name == "relu";
+                                 is_bare_layer_token(spec_or_name);
     const std::string spec =
         looks_like_spec ? std::string(spec_or_name) : zoo_spec(spec_or_name);
     Sequential<T> model(input);
-    for (const auto& token : split(spec, ',')) {
+    for (const auto& token : split_spec(spec, ',')) {
         if (token.empty()) throw Error("model spec '" + spec + "': empty token");
         model.add(parse_layer<T>(token, model.size() ? model.output_shape() : input));
     }

@@ -8,183 +8,6 @@ namespace minsharp {
 
 std::string ActShape::str() const { return shape_str(std::array<std::size_t, 3>{c, h, w}); }
 
-namespace {
-
-template <class T>
-void fill_uniform(Parameter<T>& p, double bound, Rng& rng) {
-    for (auto& v : p.value) v = static_cast<T>(rng.uniform(-bound, bound));
-}
-
-// PyTorch's kaiming_uniform_(a=√5) reduces to U(±1/√fan_in), the same bound as the bias.
-template <class T>
-void pytorch_default_init(Parameter<T>& weight, Parameter<T>& bias, std::size_t fan_in,
-                          Rng& rng) {
-    const double bound = 1.0 / std::sqrt(double(fan_in));
-    fill_uniform(weight, bound, rng);
-    if (!bias.shape.empty()) fill_uniform(bias, bound, rng);
-}
-
-// Checks a layer size against its limit before anything is allocated.
-void check_positive_at_most(std::size_t value, std::size_t limit, const std::string& what) {
-    if (value == 0) throw ShapeError(what + " must be positive");
-    check_at_most(value, limit, what);
-}
-
-Shape dense_weight_shape(std::size_t in, std::size_t out) {
-    check_positive_at_most(out, limits::max_features, "dense: out features");
-    if (in == 0) throw ShapeError("dense: in features must be positive");
-    check_at_most(checked_mul(out, in, "dense: weight count"), limits::max_layer_parameters,
-                  "dense: weight count (" + std::to_string(out) + " out × " +
-                      std::to_string(in) + " in)");
-    return {out, in};
-}
-
-void check_window(const Window& w, const std::string& layer) {
-    check_positive_at_most(w.kernel, limits::max_kernel, layer + ": kernel");
-    check_positive_at_most(w.stride, limits::max_stride, layer + ": stride");
-    check_at_most(w.padding, w.kernel - 1,
-                  layer + ": padding (with kernel " + std::to_string(w.kernel) + ")");
-}
-
-Shape conv_weight_shape(std::size_t in, std::size_t out, const Window& w) {
-    check_positive_at_most(out, limits::max_features, "conv: out channels");
-    check_positive_at_most(in, limits::max_features, "conv: in channels");
-    check_window(w, "conv");
-    const Shape shape{out, in, w.kernel, w.kernel};
-    check_at_most(checked_product(shape, "conv: weight shape"), limits::max_layer_parameters,
-                  "conv: weight count of " + shape_str(shape));
-    return shape;
-}
-
-std::string window_suffix(const Window& w) {
-    std::string s;
-    if (w.stride != 1) s += ":stride" + std::to_string(w.stride);
-    if (w.padding != 0) s += ":pad" + std::to_string(w.padding);
-    return s;
-}
-
-}  // namespace
-
-// ---- Dense ----------------------------------------------------------------------------
-
-template <class T>
-Dense<T>::Dense(std::size_t in, std::size_t out, bool with_bias)
-    : weight("weight", dense_weight_shape(in, out)),
-      bias(with_bias ? Parameter<T>("bias", {out}) : Parameter<T>()) {}
-
-template <class T>
-std::string Dense<T>::spec() const {
-    return "dense:" + std::to_string(out_features()) + (has_bias() ? "" : ":nobias");
-}
-
-template <class T>
-NodeId Dense<T>::forward(Tape<T>& tape, NodeId x) {
-    return linear(tape, x, weight, has_bias() ? &bias : nullptr);
-}
-
-template <class T>
-ActShape Dense<T>::output_shape(const ActShape& in) const {
-    if (in.size() != in_features())
-        throw ShapeError("dense '" + weight.name + "': input has " + std::to_string(in.size()) +
-                         " features " + in.str() + ", layer expects " +
-                         std::to_string(in_features()));
-    return {out_features(), 1, 1};
-}
-
-template <class T>
-std::vector<Parameter<T>*> Dense<T>::parameters() {
-    if (has_bias()) return {&weight, &bias};
-    return {&weight};
-}
-
-template <class T>
-void Dense<T>::reset_parameters(Rng& rng) {
-    pytorch_default_init(weight, bias, in_features(), rng);
-}
-
-template <class T>
-void Dense<T>::set_name(const std::string& prefix) {
-    weight.name = prefix + ".weight";
-    bias.name = prefix + ".bias";
-}
-
-// ---- Conv2d ---------------------------------------------------------------------------
-
-template <class T>
-Conv2d<T>::Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel,
-                  std::size_t stride, std::size_t padding, bool with_bias)
-    : window{kernel, stride, padding},
-      weight("weight", conv_weight_shape(in_channels, out_channels, window)),
-      bias(with_bias ? Parameter<T>("bias", {out_channels}) : Parameter<T>()) {}
-
-template <class T>
-std::string Conv2d<T>::spec() const {
-    return "conv:" + std::to_string(out_channels()) + ":" + std::to_string(window.kernel) +
-           window_suffix(window) + (has_bias() ? "" : ":nobias");
-}
-
-template <class T>
-NodeId Conv2d<T>::forward(Tape<T>& tape, NodeId x) {
-    return conv2d(tape, x, weight, has_bias() ? &bias : nullptr, window);
-}
-
-template <class T>
-NodeId Conv2d<T>::forward_with_relu(Tape<T>& tape, NodeId x) {
-    return conv2d(tape, x, weight, has_bias() ? &bias : nullptr, window, true);
-}
-
-template <class T>
-ActShape Conv2d<T>::output_shape(const ActShape& in) const {
-    if (in.c != in_channels())
-        throw ShapeError("conv '" + weight.name + "': input has " + std::to_string(in.c) +
-                         " channels, layer expects " + std::to_string(in_channels()));
-    return {out_channels(), window.output_extent(in.h, "conv '" + weight.name + "' height"),
-            window.output_extent(in.w, "conv '" + weight.name + "' width")};
-}
-
-// The im2col matrix of one image: C·k·k rows, one column per output position.
-template <class T>
-std::size_t Conv2d<T>::scratch_elements(const ActShape& in) const {
-    const ActShape out = output_shape(in);
-    const std::array<std::size_t, 5> matrix{in.c, window.kernel, window.kernel, out.h, out.w};
-    return checked_product(matrix, "conv '" + weight.name + "' im2col matrix");
-}
-
-template <class T>
-std::vector<Parameter<T>*> Conv2d<T>::parameters() {
-    if (has_bias()) return {&weight, &bias};
-    return {&weight};
-}
-
-template <class T>
-void Conv2d<T>::reset_parameters(Rng& rng) {
-    pytorch_default_init(weight, bias, in_channels() * window.kernel * window.kernel, rng);
-}
-
-template <class T>
-void Conv2d<T>::set_name(const std::string& prefix) {
-    weight.name = prefix + ".weight";
-    bias.name = prefix + ".bias";
-}
-
-// ---- MaxPool2d ------------------------------------------------------------------------
-
-template <class T>
-MaxPool2d<T>::MaxPool2d(std::size_t kernel, std::size_t stride) : window{kernel, stride, 0} {
-    check_window(window, "maxpool");
-}
-
-template <class T>
-std::string MaxPool2d<T>::spec() const {
-    return "maxpool:" + std::to_string(window.kernel) + ":" + std::to_string(window.stride);
-}
-
-template <class T>
-ActShape MaxPool2d<T>::output_shape(const ActShape& in) const {
-    return {in.c, window.output_extent(in.h, "maxpool height"),
-            window.output_extent(in.w, "maxpool width")};
-}
-
 // ---- Sequential -----------------------------------------------------------------------
 
 template <class T>
@@ -252,19 +75,25 @@ NodeId Sequential<T>::forward(Tape<T>& tape, const Tensor4<T>& x) {
 template <class T>
 NodeId Sequential<T>::forward(Tape<T>& tape, NodeId x) {
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-        if (is(i, LayerKind::Conv2d) && is(i + 1, LayerKind::ReLU)) {
-            x = static_cast<Conv2d<T>&>(*layers_[i]).forward_with_relu(tape, x);
+        const OpTraits& layer = *traits(i);
+        const OpTraits* next = traits(i + 1);
+        if (layer.absorbs_following_relu && next && layers_[i + 1]->kind() == LayerKind::ReLU) {
+            x = layers_[i]->forward_with_relu(tape, x);
             ++i;
-        } else if (!(is(i, LayerKind::Flatten) && is(i + 1, LayerKind::Dense))) {
+        } else if (!(layer.only_reshapes && next && next->reads_input_flat)) {
             x = layers_[i]->forward(tape, x);
         }
     }
     return x;
 }
 
+// The traits of layer i's kind, or null past the last layer.
 template <class T>
-bool Sequential<T>::is(std::size_t i, LayerKind kind) const {
-    return i < layers_.size() && layers_[i]->kind() == kind;
+const OpTraits* Sequential<T>::traits(std::size_t i) const {
+    static const OpTraits unregistered{};  // a kind outside the registry fuses with nothing
+    if (i >= layers_.size()) return nullptr;
+    const OpRules<T>* rules = find_op_rules<T>(layers_[i]->kind());
+    return rules ? &rules->traits : &unregistered;
 }
 
 template <class T>
@@ -336,13 +165,7 @@ std::string Sequential<T>::spec() const {
     return s;
 }
 
-#define MINSHARP_INSTANTIATE_NN(T)   \
-    template class Dense<T>;         \
-    template class Conv2d<T>;        \
-    template class MaxPool2d<T>;     \
-    template class Sequential<T>;
-
-MINSHARP_INSTANTIATE_NN(float)
-MINSHARP_INSTANTIATE_NN(double)
+template class Sequential<float>;
+template class Sequential<double>;
 
 }  // namespace minsharp

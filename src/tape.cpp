@@ -1,7 +1,7 @@
 #include "minsharp/tape.hpp"
 
 #include "minsharp/checked.hpp"
-#include "minsharp/ops.hpp"
+#include "minsharp/ops/registry.hpp"
 
 #include <algorithm>
 
@@ -16,19 +16,6 @@ Parameter<T>::Parameter(std::string name_, Shape shape_)
     grad = Tensor1<T>::from_shape({n});
     value.fill(T(0));
     grad.fill(T(0));
-}
-
-std::string to_string(OpKind kind) {
-    switch (kind) {
-        case OpKind::Input: return "input";
-        case OpKind::Linear: return "linear";
-        case OpKind::Conv2d: return "conv2d";
-        case OpKind::MaxPool2d: return "max_pool2d";
-        case OpKind::ReLU: return "relu";
-        case OpKind::Flatten: return "flatten";
-        case OpKind::CrossEntropy: return "cross_entropy";
-    }
-    return "unknown";
 }
 
 std::size_t Window::output_extent(std::size_t input_extent, std::string_view what) const {
@@ -111,10 +98,12 @@ void Tape<T>::backward(NodeId from, const Tensor4<T>& seed, bool parameter_grads
     prepare_grads(from);
     std::copy(seed.begin(), seed.end(), nodes_[from].grad.begin());
     nodes_[from].grad_written = true;
+    const auto& rules = all_op_rules<T>();
     for (NodeId i = from + 1; i-- > 0;) {
         const Node<T>& n = nodes_[i];
-        if (!n.needs_grad || !n.grad_written || n.kind == OpKind::Input) continue;
-        detail::backward_op(*this, i, parameter_grads);
+        if (!n.needs_grad || !n.grad_written) continue;
+        if (const BackwardRule<T> backward = rules[std::size_t(n.kind)].backward)
+            backward(*this, i, parameter_grads);
     }
     zero_unreached_grads(from);
 }

@@ -131,7 +131,7 @@ std::vector<std::size_t> spread_indices(const Sequential<double>& model, std::si
 // A layer kind the exact identity does not cover (stands in for, e.g., a tanh).
 class SmoothLayer final : public Layer<double> {
 public:
-    LayerKind kind() const override { return static_cast<LayerKind>(7); }
+    LayerKind kind() const override { return static_cast<LayerKind>(200); }  // unregistered
     std::string spec() const override { return "smooth"; }
     NodeId forward(Tape<double>&, NodeId x) override { return x; }
     ActShape output_shape(const ActShape& in) const override { return in; }
@@ -153,6 +153,17 @@ BOOST_AUTO_TEST_CASE(small_mlp_matches_brute_force) {
 BOOST_AUTO_TEST_CASE(tiny_lenet_matches_brute_force) {
     auto model = make_model<double>(tiny_lenet, 3);
     const auto x = normal_inputs<double>(2, mnist_input, 4);
+    check_against_brute_force(exact_diag_hessian(model, x),
+                              brute_force_diag_hessian(model, x, 1e-5));
+}
+
+// Average pooling is linear, so the identity covers it: overlapping and non-overlapping
+// windows, after a fused conv + relu and before a dense layer.
+BOOST_AUTO_TEST_CASE(avgpool_network_matches_brute_force) {
+    const char* const spec = "conv:2:5,relu,avgpool:2:2,conv:3:3,avgpool:3:1,flatten,dense:10";
+    auto model = make_model<double>(spec, 25);
+    BOOST_CHECK_NO_THROW(require_piecewise_linear(model));
+    const auto x = normal_inputs<double>(2, mnist_input, 26);
     check_against_brute_force(exact_diag_hessian(model, x),
                               brute_force_diag_hessian(model, x, 1e-5));
 }

@@ -2,7 +2,11 @@
 #include <boost/test/unit_test.hpp>
 
 #include "gradcheck.hpp"
+#include "synthetic.hpp"
+
 #include "minsharp/models.hpp"
+#include "minsharp/ops/avg_pool2d.hpp"
+#include "minsharp/train.hpp"
 
 #include <chrono>
 
@@ -174,6 +178,10 @@ BOOST_AUTO_TEST_CASE(spec_numbers_are_plain_digits_within_bounds) {
     expect_spec_error("conv:2:5:pad-1", {"padding", "'-1'"});
     expect_spec_error("maxpool:65:2", {"kernel", "[1, 64]"});
     expect_spec_error("maxpool:2:0", {"stride", "[1, 64]"});
+    expect_spec_error("avgpool:65:2", {"kernel", "[1, 64]"});
+    expect_spec_error("avgpool:2:0", {"stride", "[1, 64]"});
+    expect_spec_error("avgpool:2", {"expected avgpool:K:S"});
+    expect_spec_error("avgpool:2:2:pad1", {"expected avgpool:K:S"});
     expect_spec_error("conv:2:5:pad1:pad2", {"'pad' given twice"});
     expect_spec_error("flatten,dense:10:nobias:nobias", {"'nobias' given twice"});
     expect_spec_error("flatten,dense:10:stride2", {"unknown option 'stride2'"});
@@ -197,4 +205,38 @@ BOOST_AUTO_TEST_CASE(long_specs_are_rejected_at_once) {
     Sequential<float> model(mnist_input);
     for (std::size_t i = 0; i < limits::max_layers; ++i) model.add(std::make_unique<ReLU<float>>());
     BOOST_CHECK_THROW(model.add(std::make_unique<ReLU<float>>()), Error);
+}
+
+// avgpool:K:S builds the layer, round-trips, has the gradients of finite differences inside
+// a network, and trains: one SGD step on a synthetic batch lowers the batch's loss.
+BOOST_AUTO_TEST_CASE(avgpool_spec_builds_a_model_that_trains) {
+    const std::string spec = "conv:3:5,relu,avgpool:2:2,conv:4:3,avgpool:3:1,flatten,dense:10";
+    auto model = make_model<double>(spec, 21);
+    BOOST_TEST(model.spec() == spec);
+    BOOST_TEST((model.layer(2).kind() == LayerKind::AvgPool2d));
+    BOOST_TEST((model.shape_before(3) == ActShape{3, 12, 12}));
+    BOOST_TEST((model.shape_before(5) == ActShape{4, 8, 8}));
+    Rng rng(22);
+    const auto x = random_tensor({2, 1, 28, 28}, rng);
+    const std::vector<int> labels{4, 8};
+    auto build = [&](Tape<double>& t) { return cross_entropy(t, model.forward(t, x), labels); };
+    BOOST_TEST(gradient_error(build, model.parameters(), rng, 12) <= 1e-6);
+
+    Sequential<float> trained = make_model<float>(spec, 23);
+    const Dataset data = testing::synthetic_dataset(64, 24, "synthetic/avgpool");
+    TrainConfig config;
+    config.model = spec;
+    config.epochs = 1;
+    config.batch_size = 64;
+    config.sgd.lr = 0.05;
+    auto batch_loss = [&] {
+        Tape<float> tape;
+        return tape.value(cross_entropy(tape, trained.forward(tape, data.images), data.labels))(
+            0, 0, 0, 0);
+    };
+    const float before = batch_loss();
+    Trainer trainer(trained, data, config);
+    const double step_loss = trainer.train_epoch(1);
+    BOOST_TEST(step_loss == before, boost::test_tools::tolerance(1e-5));
+    BOOST_TEST(batch_loss() < before);
 }

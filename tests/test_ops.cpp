@@ -370,3 +370,95 @@ BOOST_AUTO_TEST_CASE(unreached_branch_has_zero_gradient_after_earlier_passes) {
             BOOST_TEST(tape.grad(h)(i, j, 0, 0) == expected, boost::test_tools::tolerance(1e-14));
         }
 }
+
+// ---- avg_pool2d -----------------------------------------------------------------------
+
+namespace {
+
+// The mean over each window, written out with no shared code.
+double window_mean(const Tensor4<double>& x, std::size_t n, std::size_t c, std::size_t oy,
+                   std::size_t ox, const Window& win) {
+    double sum = 0;
+    for (std::size_t ky = 0; ky < win.kernel; ++ky)
+        for (std::size_t kx = 0; kx < win.kernel; ++kx)
+            sum += x(n, c, oy * win.stride + ky, ox * win.stride + kx);
+    return sum / double(win.kernel * win.kernel);
+}
+
+}  // namespace
+
+// Non-overlapping, overlapping (stride < kernel), skipping (stride > kernel) and identity.
+BOOST_AUTO_TEST_CASE(avg_pool_matches_window_means) {
+    for (Window win : {Window{2, 2, 0}, Window{3, 1, 0}, Window{2, 3, 0}, Window{1, 1, 0}}) {
+        Rng rng(20 + win.kernel * 4 + win.stride);
+        const auto x = random_tensor({2, 3, 7, 6}, rng);
+        Tape<double> tape;
+        const auto& y = tape.value(avg_pool2d(tape, tape.input(x), win));
+        const std::size_t ho = (7 - win.kernel) / win.stride + 1;
+        const std::size_t wo = (6 - win.kernel) / win.stride + 1;
+        BOOST_REQUIRE(y.shape()[0] == 2 && y.shape()[1] == 3);
+        BOOST_REQUIRE(y.shape()[2] == ho && y.shape()[3] == wo);
+        for (std::size_t n = 0; n < 2; ++n)
+            for (std::size_t c = 0; c < 3; ++c)
+                for (std::size_t oy = 0; oy < ho; ++oy)
+                    for (std::size_t ox = 0; ox < wo; ++ox)
+                        BOOST_TEST(y(n, c, oy, ox) == window_mean(x, n, c, oy, ox, win),
+                                   boost::test_tools::tolerance(1e-14));
+    }
+}
+
+// Gradients through avg_pool reach the conv before it, also with that conv's ReLU fused
+// (the pool's backward leaves the masking to the conv).
+BOOST_AUTO_TEST_CASE(avg_pool_gradients_match_finite_differences) {
+    for (Window pool : {Window{2, 2, 0}, Window{3, 1, 0}, Window{2, 3, 0}})
+        for (bool fused_relu : {false, true}) {
+            Rng rng(30 + pool.kernel * 4 + pool.stride);
+            auto w1 = random_parameter("c.w", {3, 2, 3, 3}, rng);
+            auto b1 = random_parameter("c.b", {3}, rng);
+            const auto x = random_tensor({2, 2, 10, 9}, rng);
+            const std::size_t ph = pool.output_extent(8, "test"), pw = pool.output_extent(7, "test");
+            auto w2 = random_parameter("d.w", {4, 3 * ph * pw}, rng);
+            auto build = [&](Tape<double>& t) {
+                const NodeId c = conv2d(t, t.input(x), w1, &b1, {3, 1, 0}, fused_relu);
+                return linear(t, avg_pool2d(t, c, pool), w2, nullptr);
+            };
+            BOOST_TEST(gradient_error(build, {&w1, &b1, &w2}, rng) <= tolerance,
+                       "kernel " << pool.kernel << " stride " << pool.stride << " relu "
+                                 << fused_relu);
+        }
+}
+
+// The input gradient is the adjoint of the forward: <seed, pool(x)> = <pool*(seed), x>.
+BOOST_AUTO_TEST_CASE(avg_pool_backward_is_the_adjoint_of_forward) {
+    Rng rng(40);
+    Parameter<double> w("w", {2, 2, 1, 1});  // a 1×1 conv so that the input needs a gradient
+    for (std::size_t i = 0; i < 4; ++i) w.value[i] = i == 0 || i == 3 ? 1.0 : 0.0;
+    const auto x = random_tensor({2, 2, 8, 7}, rng);
+    Tape<double> tape;
+    const NodeId h = conv2d(tape, tape.input(x), w, nullptr, {1, 1, 0});  // h == x
+    const NodeId y = avg_pool2d(tape, h, {3, 2, 0});
+    const auto seed = random_tensor({2, 2, 3, 3}, rng);
+    tape.backward(y, seed, false);
+    double forward = 0, adjoint = 0;
+    for (std::size_t i = 0; i < seed.size(); ++i) forward += seed.data()[i] * tape.value(y).data()[i];
+    for (std::size_t i = 0; i < x.size(); ++i) adjoint += tape.grad(h).data()[i] * x.data()[i];
+    BOOST_TEST(forward == adjoint, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(avg_pool_shape_errors_name_the_problem) {
+    Tape<double> tape;
+    const NodeId x = tape.input(Tensor4<double>(xt::zeros<double>({1, 1, 3, 3})));
+    BOOST_CHECK_EXCEPTION(avg_pool2d(tape, x, {4, 1, 0}), ShapeError, [](const ShapeError& e) {
+        return std::string(e.what()).find("avg_pool2d height") != std::string::npos;
+    });
+    BOOST_CHECK_EXCEPTION(avg_pool2d(tape, x, {2, 1, 1}), Error, [](const Error& e) {
+        return std::string(e.what()).find("padding is not supported") != std::string::npos;
+    });
+    BOOST_CHECK_EXCEPTION(AvgPool2d<double>(4, 1).output_shape({1, 3, 3}), ShapeError,
+                          [](const ShapeError& e) {
+                              return std::string(e.what()).find("avgpool height") !=
+                                     std::string::npos;
+                          });
+    BOOST_CHECK_THROW(AvgPool2d<double>(0, 1), ShapeError);
+    BOOST_CHECK_THROW(AvgPool2d<double>(2, 65), Error);
+}

@@ -4,11 +4,13 @@
 //   dense:OUT[:nobias]                 fully connected, OUT features
 //   conv:OUT:K[:strideS][:padP][:nobias]  K×K convolution, OUT channels
 //   maxpool:K:S                        K×K max pooling with stride S
+//   avgpool:K:S                        K×K average pooling with stride S
 //   relu | flatten
 // Numbers are plain decimal digits (no sign, spaces, exponent or leading zero) within the
-// bounds of nn.hpp's limits: OUT in [1, 2^20], K in [1, 64], S in [1, 64], P in [0, K − 1];
+// limits of ops/layer.hpp: OUT in [1, 2^20], K in [1, 64], S in [1, 64], P in [0, K − 1];
 // each option at most once. A spec has at most max_spec_chars characters and
-// limits::max_layers tokens (docs/limits.md).
+// limits::max_layers tokens (docs/limits.md). Each token is parsed in its layer's op file
+// (src/ops/), found through the op registry.
 // Example (the paper's LeNet):
 //   conv:6:5:pad2,relu,maxpool:2:1,conv:16:5,relu,maxpool:2:2,conv:120:5,relu,flatten,
 //   dense:84,relu,dense:10

@@ -7,6 +7,7 @@
 // allocating after the first one.
 #pragma once
 
+#include "minsharp/ops/kind.hpp"
 #include "minsharp/tensor.hpp"
 
 #include <cstdint>
@@ -34,10 +35,6 @@ struct Parameter {
     const T* data() const { return value.data(); }
 };
 
-enum class OpKind { Input, Linear, Conv2d, MaxPool2d, ReLU, Flatten, CrossEntropy };
-
-std::string to_string(OpKind kind);
-
 /// Geometry of a square-kernel 2-d convolution or pooling window.
 struct Window {
     std::size_t kernel = 1, stride = 1, padding = 0;
@@ -59,7 +56,7 @@ struct Node {
     Tensor4<T> grad;
     Parameter<T>* weight = nullptr;
     Parameter<T>* bias = nullptr;
-    Window window;                          ///< conv2d / max_pool2d
+    Window window;                          ///< conv2d / max_pool2d / avg_pool2d
     /// conv2d with a fused ReLU: value is relu(conv), and backward first turns grad (with
     /// respect to that value) into the gradient with respect to the convolution's output,
     /// in place: after a backward pass, grad is ∂/∂(pre-activation) as for a plain conv.

@@ -2,6 +2,8 @@
 // pass: one forward per chunk, K backward passes seeded with the columns c_k = √p_k (e_k − p)
 // of the factored output Hessian diag(p) − p pᵀ = C Cᵀ, and one rule per parametric layer
 // turning (its input, the gradients that reached it) into squared per-example gradients.
+// The rules live with their ops (src/ops/linear.cpp, src/ops/conv2d.cpp, DiagRule in
+// include/minsharp/ops/diag_rule.hpp); this file drives them.
 //
 // Memory peak, MLP 784-512-128-512-10 on 60,000 inputs with chunk 1000 (besides the caller's
 // 60,000×784 input tensor, 188 MB in float): per input of a chunk the tape holds 3,882 values
@@ -14,6 +16,7 @@
 
 #include "minsharp/sharpness/curvature.hpp"
 
+#include "minsharp/ops/registry.hpp"
 #include "minsharp/parallel.hpp"
 
 #include <algorithm>
@@ -66,28 +69,31 @@ std::vector<double> DiagHessian::flat() const {
 
 namespace {
 
-// An allow-list: a layer kind added later is refused until someone shows that every
-// logit stays affine in each single parameter of it (no -Wswitch default on purpose).
+// An allow-list: a layer kind is refused until its op file shows that every logit stays
+// affine in each single parameter of it (its piecewise_linear trait), and so is any kind
+// outside the registry.
+template <class T>
 bool is_piecewise_linear(LayerKind kind) {
-    switch (kind) {
-        case LayerKind::Dense:
-        case LayerKind::Conv2d:
-        case LayerKind::MaxPool2d:
-        case LayerKind::ReLU:
-        case LayerKind::Flatten: return true;
-    }
-    return false;
+    const OpRules<T>* rules = find_op_rules<T>(kind);
+    return rules && rules->traits.piecewise_linear;
 }
 
+template <class T>
 std::string kind_name(LayerKind kind) {
-    switch (kind) {
-        case LayerKind::Dense: return "dense";
-        case LayerKind::Conv2d: return "conv2d";
-        case LayerKind::MaxPool2d: return "max-pool";
-        case LayerKind::ReLU: return "relu";
-        case LayerKind::Flatten: return "flatten";
-    }
+    if (const OpRules<T>* rules = find_op_rules<T>(kind)) return std::string(rules->layer_name);
     return "kind #" + std::to_string(static_cast<int>(kind));
+}
+
+// "dense, conv2d, max-pool, relu and flatten": the layer kinds the identity covers.
+template <class T>
+std::string piecewise_linear_kinds() {
+    std::vector<std::string_view> names;
+    for (const OpRules<T>& rules : all_op_rules<T>())
+        if (rules.parse && rules.traits.piecewise_linear) names.push_back(rules.layer_name);
+    std::string list;
+    for (std::size_t i = 0; i < names.size(); ++i)
+        list += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + std::string(names[i]);
+    return list;
 }
 
 }  // namespace
@@ -96,12 +102,12 @@ template <class T>
 void require_piecewise_linear(const Sequential<T>& model) {
     for (std::size_t i = 0; i < model.size(); ++i) {
         const Layer<T>& layer = model.layer(i);
-        if (!is_piecewise_linear(layer.kind()))
+        if (!is_piecewise_linear<T>(layer.kind()))
             throw NotPiecewiseLinearError(
                 "exact diag H: layer " + std::to_string(i) + " ('" + layer.spec() + "', " +
-                kind_name(layer.kind()) +
-                ") is not piecewise linear; the exact identity needs a network of dense, "
-                "conv2d, max-pool, relu and flatten layers only");
+                kind_name<T>(layer.kind()) +
+                ") is not piecewise linear; the exact identity needs a network of " +
+                piecewise_linear_kinds<T>() + " layers only");
     }
 }
 
@@ -112,9 +118,11 @@ std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
                             const CurvatureOptions& options) {
     if (options.chunk == 0) throw Error("exact diag H: chunk must be at least 1 input");
     std::size_t conv_values = 0;  // Σ over conv layers of O·Ho·Wo, per input and pass
-    for (std::size_t i = 0; i < model.size(); ++i)
-        if (model.layer(i).kind() == LayerKind::Conv2d)
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        const OpRules<T>* rules = find_op_rules<T>(model.layer(i).kind());
+        if (rules && rules->diag_keeps_pass_grads)
             conv_values += model.layer(i).output_shape(model.shape_before(i)).size();
+    }
     std::size_t chunk = std::min(options.chunk, std::max<std::size_t>(n, 1));
     if (conv_values > 0) {
         const std::size_t per_input = model.output_shape().size() * conv_values * sizeof(T);
@@ -126,36 +134,6 @@ std::size_t effective_chunk(const Sequential<T>& model, std::size_t n,
 // ---- the computation ------------------------------------------------------------------
 
 namespace {
-
-constexpr std::size_t none = static_cast<std::size_t>(-1);
-
-template <class T>
-struct DenseLayer {
-    NodeId node;
-    std::size_t weight, bias;  // indices into the parameter list (bias: none)
-    std::size_t in, out;
-    std::vector<T> squares;  // Σ_k E_k∘E_k, count × out
-};
-
-template <class T>
-struct ConvLayer {
-    NodeId node;
-    std::size_t weight, bias;
-    Window window;
-    std::size_t channels, height, width, out, plane, patch;
-    std::vector<T> grads;  // every pass's output gradient: [input][k][O][Ho·Wo]
-};
-
-// One worker's running sums for one conv layer; the workers' sums are added in worker
-// order at the end, so a given thread count always gives the same bits.
-struct ConvPartial {
-    std::vector<double> weight, bias;
-};
-
-template <class T>
-struct ConvScratch {
-    std::vector<T> cols, product;
-};
 
 template <class T>
 class ExactDiag {
@@ -170,19 +148,19 @@ public:
         const std::size_t count = x.shape()[0];
         tape_.clear();
         const NodeId logits = model_.forward(tape_, x);
-        if (!layers_found_) find_layers();
+        if (!rules_found_) find_rules();
         compute_probabilities(tape_.value(logits).data(), count);
-        backward_passes(logits, count);
-        for (auto& layer : dense_) accumulate_dense(layer, count);
-        if (!conv_.empty()) accumulate_conv(count);
+        for (auto& rule : rules_) rule->start_chunk(count);
+        for (std::size_t k = 0; k < classes_; ++k) {
+            fill_seed(k, count);
+            tape_.backward(logits, seed_, false);
+            for (auto& rule : rules_) rule->after_pass(tape_, k, count);
+        }
+        for (auto& rule : rules_) rule->end_chunk(tape_, count, scratch_);
     }
 
     DiagHessian result(std::size_t n) {
-        for (std::size_t w = 0; w < partial_.size(); ++w)
-            for (std::size_t l = 0; l < conv_.size(); ++l) {
-                add_into(diag_[conv_[l].weight], partial_[w][l].weight);
-                if (conv_[l].bias != none) add_into(diag_[conv_[l].bias], partial_[w][l].bias);
-            }
+        for (auto& rule : rules_) rule->finish();
         DiagHessian h;
         h.inputs = n;
         for (std::size_t j = 0; j < params_.size(); ++j) {
@@ -193,40 +171,26 @@ public:
     }
 
 private:
-    static void add_into(std::vector<double>& dst, const std::vector<double>& src) {
-        for (std::size_t i = 0; i < dst.size(); ++i) dst[i] += src[i];
-    }
-
-    std::size_t index_of(const Parameter<T>* p) const {
-        if (!p) return none;
+    std::vector<double>* diag_of(const Parameter<T>* p) {
+        if (!p) return nullptr;
         const auto it = std::find(params_.begin(), params_.end(), p);
         if (it == params_.end())
             throw Error("exact diag H: tape node uses parameter '" + p->name +
                         "' that is not one of the model's");
-        return std::size_t(it - params_.begin());
+        return &diag_[std::size_t(it - params_.begin())];
     }
 
-    // The forward records the same ops for every chunk, so node ids found once hold.
-    void find_layers() {
+    // One rule per parametric node, from its op file. The forward records the same ops for
+    // every chunk, so the nodes found once hold.
+    void find_rules() {
         for (NodeId id = 0; id < tape_.size(); ++id) {
             const Node<T>& node = tape_.node(id);
-            const auto& in = tape_.value(node.input == no_node ? id : node.input).shape();
-            if (node.kind == OpKind::Linear)
-                dense_.push_back({id, index_of(node.weight), index_of(node.bias),
-                                  in[1] * in[2] * in[3], node.value.shape()[1], {}});
-            else if (node.kind == OpKind::Conv2d)
-                conv_.push_back({id, index_of(node.weight), index_of(node.bias), node.window,
-                                 in[1], in[2], in[3], node.value.shape()[1],
-                                 node.value.shape()[2] * node.value.shape()[3],
-                                 in[1] * node.window.kernel * node.window.kernel, {}});
+            const OpRules<T>& rules = op_rules<T>(node.kind);
+            if (!rules.diag) continue;
+            rules_.push_back(rules.diag(
+                tape_, id, {classes_, workers_, diag_of(node.weight), diag_of(node.bias)}));
         }
-        partial_.resize(workers_);
-        for (auto& worker : partial_)
-            for (const auto& c : conv_)
-                worker.push_back({std::vector<double>(c.out * c.patch, 0.0),
-                                  std::vector<double>(c.bias == none ? 0 : c.out, 0.0)});
-        scratch_.resize(workers_);
-        layers_found_ = true;
+        rules_found_ = true;
     }
 
     // p in double from the T logits; q = 1 − p from the other classes' sum, which keeps
@@ -263,109 +227,15 @@ private:
         }
     }
 
-    void backward_passes(NodeId logits, std::size_t count) {
-        for (auto& d : dense_) d.squares.assign(count * d.out, T(0));
-        for (auto& c : conv_) c.grads.resize(count * classes_ * c.out * c.plane);
-        for (std::size_t k = 0; k < classes_; ++k) {
-            fill_seed(k, count);
-            tape_.backward(logits, seed_, false);
-            for (auto& d : dense_) {
-                const T* g = tape_.grad(d.node).data();
-                T* s = d.squares.data();
-                for (std::size_t e = 0; e < count * d.out; ++e) s[e] += g[e] * g[e];
-            }
-            for (auto& c : conv_) {
-                const std::size_t block = c.out * c.plane;
-                const T* g = tape_.grad(c.node).data();
-                for (std::size_t i = 0; i < count; ++i)
-                    std::memcpy(c.grads.data() + (i * classes_ + k) * block, g + i * block,
-                                block * sizeof(T));
-            }
-        }
-    }
-
-    // Σ_i Σ_k (E_ik ⊗ A_i)∘(E_ik ⊗ A_i) = (Σ_k E_k∘E_k)ᵀ (A∘A): one GEMM per chunk.
-    void accumulate_dense(DenseLayer<T>& d, std::size_t count) {
-        const NodeId input = tape_.node(d.node).input;
-        const T* a = tape_.value(input).data();
-        squared_input_.resize(count * d.in);
-        for (std::size_t e = 0; e < count * d.in; ++e) squared_input_[e] = a[e] * a[e];
-        product_.resize(d.out * d.in);
-        parallel_gemm<T>(Trans::Yes, Trans::No, d.out, d.in, count, T(1), d.squares.data(),
-                         squared_input_.data(), T(0), product_.data());
-        std::vector<double>& w = diag_[d.weight];
-        for (std::size_t e = 0; e < d.out * d.in; ++e) w[e] += double(product_[e]);
-        if (d.bias == none) return;
-        std::vector<double>& b = diag_[d.bias];
-        for (std::size_t i = 0; i < count; ++i)
-            for (std::size_t o = 0; o < d.out; ++o) b[o] += double(d.squares[i * d.out + o]);
-    }
-
-    // Per-input weight gradients of the conv layers, split over the workers by contiguous
-    // ranges of inputs (parallel_parts runs BLAS single-threaded inside).
-    void accumulate_conv(std::size_t count) {
-        const std::size_t workers = std::min(workers_, count);
-        parallel_parts(workers, [&](std::size_t w) {
-            const auto [first, last] = part_range(count, workers, w);
-            conv_inputs(w, first, last);
-        });
-    }
-
-    // G_i = E_i Uᵀ_i for all K seeds at once: (K·O × Ho·Wo)(Ho·Wo × C·k·k). With a bias,
-    // U_i gets an extra row of ones so that the same GEMM also yields Σ_positions E_iko.
-    void conv_inputs(std::size_t worker, std::size_t first, std::size_t last) {
-        ConvScratch<T>& s = scratch_[worker];
-        for (std::size_t l = 0; l < conv_.size(); ++l) {
-            const ConvLayer<T>& c = conv_[l];
-            ConvPartial& acc = partial_[worker][l];
-            const std::size_t rows = classes_ * c.out;  // the K seeds stacked
-            const std::size_t width = c.patch + (c.bias != none ? 1 : 0);
-            s.cols.resize(width * c.plane);
-            s.product.resize(rows * width);
-            std::fill(s.cols.begin() + std::ptrdiff_t(c.patch * c.plane), s.cols.end(), T(1));
-            const T* x = tape_.value(tape_.node(c.node).input).data();
-            for (std::size_t i = first; i < last; ++i) {
-                im2col(x + i * c.channels * c.height * c.width, c.channels, c.height, c.width,
-                       c.window, s.cols.data(), c.plane, 0);
-                const T* e = c.grads.data() + i * rows * c.plane;
-                gemm<T>(Trans::No, Trans::Yes, rows, width, c.plane, T(1), e, s.cols.data(),
-                        T(0), s.product.data());
-                add_squares(s.product.data(), c, width, acc);
-            }
-        }
-    }
-
-    // Σ_k G_ik∘G_ik into the weight sums and Σ_k (Σ_positions E_ik)² into the bias sums;
-    // row k·O + o of the product holds G_ik[o, :] and, in its last column, the bias term.
-    void add_squares(const T* g, const ConvLayer<T>& c, std::size_t width,
-                     ConvPartial& acc) const {
-        for (std::size_t k = 0; k < classes_; ++k)
-            for (std::size_t o = 0; o < c.out; ++o) {
-                const T* row = g + (k * c.out + o) * width;
-                double* w = acc.weight.data() + o * c.patch;
-                for (std::size_t q = 0; q < c.patch; ++q) {
-                    const double v = double(row[q]);
-                    w[q] += v * v;
-                }
-                if (c.bias != none) {
-                    const double b = double(row[c.patch]);
-                    acc.bias[o] += b * b;
-                }
-            }
-    }
-
     Sequential<T>& model_;
     std::vector<Parameter<T>*> params_;
     std::size_t classes_;
     std::size_t workers_;
-    std::vector<std::vector<double>> diag_;
+    std::vector<std::vector<double>> diag_;  // the rules hold pointers: never resized
     Tape<T> tape_;
-    bool layers_found_ = false;
-    std::vector<DenseLayer<T>> dense_;
-    std::vector<ConvLayer<T>> conv_;
-    std::vector<std::vector<ConvPartial>> partial_;  // [worker][conv layer]
-    std::vector<ConvScratch<T>> scratch_;            // [worker]
-    std::vector<T> squared_input_, product_;
+    bool rules_found_ = false;
+    std::vector<std::unique_ptr<DiagRule<T>>> rules_;  // tape order
+    DiagScratch<T> scratch_;
     std::vector<double> p_, q_;
     Tensor4<T> seed_;
 };

@@ -58,7 +58,8 @@ struct CurvatureOptions {
 };
 
 /// Throws NotPiecewiseLinearError naming the first layer the exact identity does not
-/// cover (only dense, conv2d, max-pool, ReLU and flatten are piecewise linear).
+/// cover (only dense, conv2d, max-pool, avg-pool, ReLU and flatten are piecewise linear:
+/// the piecewise_linear trait of their op files).
 template <class T>
 void require_piecewise_linear(const Sequential<T>& model);
 

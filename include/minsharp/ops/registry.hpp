@@ -1,0 +1,77 @@
+// One row per op kind: its name, traits and rules (src/ops/registry.cpp). The tape's
+// backward, Sequential's fusions, the spec parser and the exact-diagonal driver look kinds
+// up here instead of switching on them. Dispatch is per node, through function pointers.
+#pragma once
+
+#include "minsharp/ops/diag_rule.hpp"
+#include "minsharp/ops/layer.hpp"
+#include "minsharp/ops/spec.hpp"
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+namespace minsharp {
+
+struct OpTraits {
+    /// Has a weight (and possibly a bias): it owns an exact-diagonal rule.
+    bool parametric = false;
+    /// Every output is piecewise linear in its input and in each single parameter, so the
+    /// exact diag H identity (docs/science.md §4) covers networks made of such layers.
+    bool piecewise_linear = false;
+    /// f(αx) = α f(x) for α > 0 (a parametric op: with its bias scaled by α too).
+    bool positively_homogeneous = false;
+    /// Sequential records this layer and a ReLU right after it as one node
+    /// (Layer::forward_with_relu).
+    bool absorbs_following_relu = false;
+    /// Reads any (N, C, H, W) input as (N, C·H·W): a flatten right before it is skipped.
+    bool reads_input_flat = false;
+    /// The value is the input reshaped: skipped before a layer that reads its input flat.
+    bool only_reshapes = false;
+};
+
+/// Local backward of one node: adds (or writes, for the first op to reach it) the input's
+/// gradient, and the parameter gradients when parameter_grads.
+template <class T>
+using BackwardRule = void (*)(Tape<T>& tape, NodeId id, bool parameter_grads);
+
+/// The layer of a spec token whose fields[0] is the kind's spec_token, or null when the
+/// token's form is not this kind's (the caller reports an unknown layer).
+template <class T>
+using LayerParser = std::unique_ptr<Layer<T>> (*)(const SpecToken& token, const ActShape& in);
+
+template <class T>
+using DiagRuleFactory = std::unique_ptr<DiagRule<T>> (*)(const Tape<T>& tape, NodeId node,
+                                                         const DiagSetup& setup);
+
+template <class T>
+struct OpRules {
+    OpKind kind = OpKind::Input;
+    std::string_view name;        ///< on the tape: "linear", "max_pool2d"
+    std::string_view layer_name;  ///< in messages about layers: "dense", "max-pool"
+    OpTraits traits;
+    BackwardRule<T> backward = nullptr;  ///< null: nothing flows back (the input)
+    // Forward-mode rules go here, beside backward, when second-order autodiff lands:
+    //   JvpRule<T> jvp; BackwardJvpRule<T> backward_jvp;
+    DiagRuleFactory<T> diag = nullptr;   ///< parametric kinds
+    /// The diag rule keeps every pass's output gradient of a chunk (the driver bounds the
+    /// chunk by CurvatureOptions::conv_buffer_bytes for these).
+    bool diag_keeps_pass_grads = false;
+    std::string_view spec_token;  ///< "dense"; empty for ops that are not layers
+    std::string_view spec_form;   ///< "dense:OUT[:nobias]"; == spec_token for bare tokens
+    LayerParser<T> parse = nullptr;
+};
+
+/// Every kind's rules, in OpKind order.
+template <class T>
+const std::vector<OpRules<T>>& all_op_rules();
+
+/// The rules of a kind; throws Error for a value that is not a registered kind.
+template <class T>
+const OpRules<T>& op_rules(OpKind kind);
+
+/// The rules of a kind, or null for a value that is not a registered kind.
+template <class T>
+const OpRules<T>* find_op_rules(OpKind kind);
+
+}  // namespace minsharp
