@@ -1,5 +1,6 @@
-// apps/reproduce_experiments: the paper's experiments E1–E4 as a grid of independent jobs,
-// then CSVs, figures and report.md. See docs/experiments.md.
+// apps/reproduce_experiments: the paper's experiments E1–E4 and the edge-of-stability
+// experiment E5 as a grid of independent jobs, then CSVs, figures and report.md. See
+// docs/experiments.md.
 #include "app_common.hpp"
 
 #include "minsharp/experiments/planning.hpp"
@@ -106,10 +107,12 @@ int main(int argc, char** argv) {
     CLI::App cli{"Reproduce the experiments of 'Minimum sharpness' (Ibayashi et al., 2021):\n"
                  "E1 fast vs brute-force diag H, E2 randomized estimators, E3 randomized\n"
                  "labels (Kendall tau of each measure vs the generalization gap), E4 scale\n"
-                 "invariance. Writes e1.csv..e4.csv, results.json, figures/ and report.md.\n"
+                 "invariance; and E5, the edge of stability (Cohen et al., 2021): lambda_max\n"
+                 "against 2/lr under full-batch gradient descent. Writes e1.csv..e5.csv,\n"
+                 "results.json, figures/ and report.md.\n"
                  "Finished runs are kept: rerunning the same command resumes the grid.",
                  "reproduce_experiments"};
-    std::string profile_name = "quick", experiments = "e1,e2,e3,e4", dataset = "mnist";
+    std::string profile_name = "quick", experiments = "e1,e2,e3,e4,e5", dataset = "mnist";
     std::string data_dir, out, plan_file, collect_dir;
     int jobs = 0, threads = 0;
     bool no_figures = false, force = false;
@@ -119,7 +122,7 @@ int main(int argc, char** argv) {
                    "tiny (tests, seconds), quick (default, <= 20 min on 2 cores), standard "
                    "(<= 90 min on 2 cores), full (the paper's protocol; use --plan)")
         ->capture_default_str();
-    cli.add_option("--experiments", experiments, "comma-separated subset of e1,e2,e3,e4")
+    cli.add_option("--experiments", experiments, "comma-separated subset of e1,e2,e3,e4,e5")
         ->capture_default_str();
     cli.add_option("--dataset", dataset, "mnist or fashion-mnist")
         ->check(CLI::IsMember({"mnist", "fashion-mnist"}))

@@ -2,6 +2,7 @@
 #include "app_common.hpp"
 
 #include "minsharp/models.hpp"
+#include "minsharp/sharpness/measures.hpp"
 #include "minsharp/train.hpp"
 
 #include <thread>
@@ -81,6 +82,44 @@ int main(int argc, char** argv) {
                    "save the resumable state every k epochs")
         ->check(app::whole_number(1))
         ->capture_default_str();
+    RunOptions options;
+    std::string track_every = "1epochs";
+    auto* track =
+        cli.add_option("--track", options.track.measures,
+                       "measure sharpness during training: comma-separated measures (as "
+                       "apps/sharpness --measures takes them, e.g. trace,ms) of a double copy "
+                       "of the model, appended to metrics.jsonl as {\"kind\":\"track\",...} lines "
+                       "(docs/tracking.md); the weights are the same as without it")
+            ->check(CLI::Validator(
+                [](std::string& list) -> std::string {
+                    try {
+                        sharpness::parse_measures(list);
+                        return {};
+                    } catch (const Error& e) {
+                        return e.what();
+                    }
+                },
+                "MEASURES"));
+    cli.add_option("--track-every", track_every,
+                   "when to measure: every N epochs or N optimizer steps, written Nepochs or "
+                   "Nsteps (e.g. 100steps), and once before the first step")
+        ->check(CLI::Validator(
+            [](std::string& text) -> std::string {
+                try {
+                    TrackInterval::parse(text);
+                    return {};
+                } catch (const Error& e) {
+                    return e.what();
+                }
+            },
+            "N(epochs|steps)"))
+        ->needs(track)
+        ->capture_default_str();
+    cli.add_option("--track-n", options.track.inputs,
+                   "the measures average over the first N training images (all when fewer)")
+        ->check(app::whole_number(1))
+        ->needs(track)
+        ->capture_default_str();
     cli.add_option("--out", out, "output folder")->capture_default_str();
     auto* resume_flag =
         cli.add_flag("--resume", resume,
@@ -91,7 +130,7 @@ int main(int argc, char** argv) {
         ->excludes(resume_flag);
     cli.add_flag("--quiet", quiet, "no per-epoch lines and no progress bar");
     return app::run(cli, argc, argv, [&] {
-        RunOptions options;
+        options.track.interval = TrackInterval::parse(track_every);
         options.resume = resume;
         options.force = force;
         options.require_checkpoint = true;  // --resume of nothing is a mistake, not a new run

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -70,6 +72,19 @@ Field<owner_of<M>> stored(std::string_view name, In in = In::json_and_csv,
             },
             json_group,
             json_key};
+}
+
+/// A double member where NaN means "not measured": JSON null and an empty CSV cell, read
+/// back as NaN.
+template <auto M>
+Field<owner_of<M>> optional_number(std::string_view name, In in = In::json_and_csv) {
+    using R = owner_of<M>;
+    return {name, in,
+            [](const R& r) { return std::isnan(r.*M) ? nlohmann::json(nullptr) : nlohmann::json(r.*M); },
+            [](const R& r) { return std::isnan(r.*M) ? std::string() : cell(r.*M); },
+            [](R& r, const nlohmann::json& j) {
+                r.*M = j.is_null() ? std::numeric_limits<double>::quiet_NaN() : j.get<double>();
+            }};
 }
 
 /// A value computed by a const member function: written, not read.

@@ -22,6 +22,7 @@ std::string Job::name() const {
     if (experiment == "e1" || experiment == "e2")
         return model + "-n" + std::to_string(n) + "-t" + std::to_string(trial);
     if (experiment == "e3") return model + "-r" + format_double(ratio) + "-t" + std::to_string(trial);
+    if (experiment == "e5") return model + "-lr" + format_double(sgd.lr);
     return model;
 }
 
@@ -52,7 +53,9 @@ TrainConfig Job::train_config() const {
 
 namespace {
 
-bool trains(const std::string& experiment) { return experiment == "e3" || experiment == "e4"; }
+bool trains(const std::string& experiment) {
+    return experiment == "e3" || experiment == "e4" || experiment == "e5";
+}
 
 // One command-line key: what it means (for `run --help`), how to print it from a Job and
 // how to set it from text, and which experiments use it.
@@ -68,6 +71,7 @@ bool always(const std::string&) { return true; }
 bool e2_only(const std::string& e) { return e == "e2"; }
 bool e3_only(const std::string& e) { return e == "e3"; }
 bool e4_only(const std::string& e) { return e == "e4"; }
+bool e5_only(const std::string& e) { return e == "e5"; }
 
 // Whole numbers are plain digits (no sign, spaces or exponent: "-1" must not wrap to 2^64 − 1);
 // real numbers must be finite.
@@ -108,7 +112,7 @@ std::vector<double> split_doubles(const std::string& key, const std::string& tex
 
 const std::vector<JobKey>& job_keys() {
     static const std::vector<JobKey> keys = {
-        {"experiment", "e1 | e2 | e3 | e4", always, [](const Job& j) { return j.experiment; },
+        {"experiment", "e1 | e2 | e3 | e4 | e5", always, [](const Job& j) { return j.experiment; },
          [](Job& j, const std::string& v) { j.experiment = v; }},
         {"model", "zoo model name or layer spec", always,
          [](const Job& j) { return j.model; },
@@ -121,7 +125,7 @@ const std::vector<JobKey>& job_keys() {
         {"out", "the grid's output folder; the job writes <out>/<experiment>/runs/<name>/",
          always, [](const Job& j) { return j.out; },
          [](Job& j, const std::string& v) { j.out = v; }},
-        {"n", "E1/E2: random training images; E3/E4: the first n training images", always,
+        {"n", "E1/E2: random training images; E3/E4/E5: the first n training images", always,
          [](const Job& j) { return std::to_string(j.n); },
          [](Job& j, const std::string& v) { j.n = parse_number<std::size_t>("n", v); }},
         {"ratio", "E3: fraction of the labels permuted (label noise), in [0, 1]", e3_only,
@@ -133,33 +137,33 @@ const std::vector<JobKey>& job_keys() {
         {"seed", "seed of every random choice of the job (init, noise, batches, samples)",
          always, [](const Job& j) { return std::to_string(j.seed); },
          [](Job& j, const std::string& v) { j.seed = parse_number<std::uint64_t>("seed", v); }},
-        {"test-size", "E3/E4: first test images for the test accuracy (0: all)", trains,
+        {"test-size", "E3/E4/E5: first test images for the test accuracy (0: all)", trains,
          [](const Job& j) { return std::to_string(j.test_size); },
          [](Job& j, const std::string& v) { j.test_size = parse_number<std::size_t>("test-size", v); }},
-        {"epochs", "E3/E4: epochs of training", trains,
+        {"epochs", "E3/E4/E5: epochs of training", trains,
          [](const Job& j) { return std::to_string(j.epochs); },
          [](Job& j, const std::string& v) { j.epochs = parse_number<int>("epochs", v); }},
-        {"batch-size", "E3/E4: minibatch size", trains,
+        {"batch-size", "E3/E4/E5: minibatch size", trains,
          [](const Job& j) { return std::to_string(j.batch_size); },
          [](Job& j, const std::string& v) { j.batch_size = parse_number<std::size_t>("batch-size", v); }},
-        {"lr", "E3/E4: SGD learning rate", trains,
+        {"lr", "E3/E4/E5: SGD learning rate", trains,
          [](const Job& j) { return format_double(j.sgd.lr); },
          [](Job& j, const std::string& v) { j.sgd.lr = parse_number<double>("lr", v); }},
-        {"momentum", "E3/E4: SGD momentum", trains,
+        {"momentum", "E3/E4/E5: SGD momentum", trains,
          [](const Job& j) { return format_double(j.sgd.momentum); },
          [](Job& j, const std::string& v) { j.sgd.momentum = parse_number<double>("momentum", v); }},
-        {"weight-decay", "E3/E4: coupled weight decay", trains,
+        {"weight-decay", "E3/E4/E5: coupled weight decay", trains,
          [](const Job& j) { return format_double(j.sgd.weight_decay); },
          [](Job& j, const std::string& v) {
              j.sgd.weight_decay = parse_number<double>("weight-decay", v);
          }},
-        {"lr-decay", "E3/E4: learning rate lr / (1 + lr-decay · step)", trains,
+        {"lr-decay", "E3/E4/E5: learning rate lr / (1 + lr-decay · step)", trains,
          [](const Job& j) { return format_double(j.sgd.lr_decay); },
          [](Job& j, const std::string& v) { j.sgd.lr_decay = parse_number<double>("lr-decay", v); }},
-        {"eval-every", "E3/E4: train/test evaluation every k epochs (and the last)", trains,
+        {"eval-every", "E3/E4/E5: train/test evaluation every k epochs (and the last)", trains,
          [](const Job& j) { return std::to_string(j.eval_every); },
          [](Job& j, const std::string& v) { j.eval_every = parse_number<int>("eval-every", v); }},
-        {"checkpoint-every", "E3/E4: resumable checkpoint every k epochs (and the last)", trains,
+        {"checkpoint-every", "E3/E4/E5: resumable checkpoint every k epochs (and the last)", trains,
          [](const Job& j) { return std::to_string(j.checkpoint_every); },
          [](Job& j, const std::string& v) {
              j.checkpoint_every = parse_number<int>("checkpoint-every", v);
@@ -170,6 +174,12 @@ const std::vector<JobKey>& job_keys() {
         {"factors", "E4: comma-separated transformation factors, each > 0", e4_only,
          [](const Job& j) { return join_doubles(j.factors); },
          [](Job& j, const std::string& v) { j.factors = split_doubles("factors", v); }},
+        {"measures", "E5: comma-separated measures tracked during training (e.g. trace,ms)",
+         e5_only, [](const Job& j) { return j.measures; },
+         [](Job& j, const std::string& v) { j.measures = v; }},
+        {"track-every", "E5: measure every k gradient-descent steps (and before the first)",
+         e5_only, [](const Job& j) { return std::to_string(j.track_every); },
+         [](Job& j, const std::string& v) { j.track_every = parse_number<int>("track-every", v); }},
         {"threads", "BLAS and worker threads (optional, default 1; not part of the result)",
          always, [](const Job& j) { return std::to_string(j.threads); },
          [](Job& j, const std::string& v) { j.threads = parse_number<int>("threads", v); }},
@@ -182,7 +192,7 @@ const std::vector<JobKey>& job_keys() {
 void validate_job(const Job& job) {
     const auto known = experiment_names();
     if (std::find(known.begin(), known.end(), job.experiment) == known.end())
-        throw Error("job: unknown experiment '" + job.experiment + "' (e1, e2, e3 or e4)");
+        throw Error("job: unknown experiment '" + job.experiment + "' (e1, e2, e3, e4 or e5)");
     if (job.model.empty()) throw Error("job " + job.experiment + ": --model is missing");
     if (job.out.empty()) throw Error("job " + job.experiment + ": --out is missing");
     if (job.n == 0) throw Error("job " + job.name() + ": --n must be positive");
@@ -192,6 +202,14 @@ void validate_job(const Job& job) {
         throw Error("job " + job.name() + ": --samples must be positive");
     if (job.experiment == "e4" && job.factors.empty())
         throw Error("job " + job.name() + ": --factors is missing");
+    if (job.experiment == "e5") {
+        TrackOptions track;
+        track.measures = job.measures;
+        track.interval.every = std::size_t(std::max(0, job.track_every));
+        if (job.measures.empty()) throw Error("job " + job.name() + ": --measures is missing");
+        if (job.track_every < 1) throw Error("job " + job.name() + ": --track-every must be ≥ 1");
+        track.validate();
+    }
     for (double f : job.factors)
         if (!(f > 0) || !std::isfinite(f))
             throw Error("job " + job.name() + ": factor " + format_double(f) + " is not > 0");

@@ -47,6 +47,13 @@ double Job::estimated_seconds() const {
     if (experiment == "e1") return diag + 2.0 * double(zoo_parameters(model)) * gradient;
     if (experiment == "e2") return diag + 6.0 * double(samples) * gradient;
     const double test = 2.0 * per_image * double(test_size ? test_size : 10000);
+    if (experiment == "e5") {
+        // Each tracked point: the diag-H pass, and ~20 Lanczos products when λ_max is asked.
+        const double points = double(epochs) / double(std::max(1, track_every)) + 1.0;
+        const double lanczos = measures.find("lambda-max") != std::string::npos ? 60.0 : 0.0;
+        return double(epochs) * per_image * double(n) * 1.2 + test +
+               points * (diag + lanczos * gradient) + 1.0;
+    }
     const double training = double(epochs) * per_image * double(n) * 1.2;
     const double measures = diag * (experiment == "e4" ? 2.0 * double(factors.size()) + 1 : 1.0);
     return training + test + measures + 1.0;
@@ -112,6 +119,24 @@ std::vector<Job> plan_jobs(const Profile& profile, const PlanSettings& settings)
         job.factors = profile.e4.factors;
         jobs.push_back(job);
     }
+    if (wants("e5"))
+        for (const auto& m : profile.e5.models)
+            for (double lr : m.lrs) {
+                Job job = base;
+                job.experiment = "e5";
+                job.model = m.model;
+                job.n = m.train_size;
+                job.test_size = profile.e5.test_size;
+                job.epochs = m.steps;
+                job.batch_size = m.train_size;  // full batch: one step per epoch
+                job.sgd = {lr, 0.0, 0.0, 0.0};
+                job.eval_every = m.steps;
+                job.checkpoint_every = std::max(1, m.steps / 5);
+                job.seed = profile.seed;
+                job.measures = profile.e5.measures;
+                job.track_every = m.track_every;
+                jobs.push_back(job);
+            }
     return jobs;
 }
 
@@ -193,7 +218,8 @@ std::vector<std::string> planned_experiments(const fs::path& dir) {
 void clear_outputs(const fs::path& dir) {
     for (const auto& e : experiment_names()) fs::remove_all(dir / e);
     for (const char* file : {"plan.json", "results.json", "report.md", "e1.csv", "e2.csv",
-                             "e3.csv", "e3_correlations.csv", "e3_tau_by_seed.csv", "e4.csv"})
+                             "e3.csv", "e3_correlations.csv", "e3_tau_by_seed.csv", "e4.csv",
+                             "e5.csv"})
         fs::remove(dir / file);
     fs::remove_all(dir / "figures");
 }

@@ -49,11 +49,19 @@ nlohmann::json E4Spec::to_json() const {
     return {{"train", train.to_json()}, {"factors", factors}, {"why", why}};
 }
 
+nlohmann::json E5Spec::to_json() const {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const auto& m : models)
+        runs.push_back({{"model", m.model}, {"train_size", m.train_size}, {"steps", m.steps},
+                        {"track_every", m.track_every}, {"lrs", m.lrs}});
+    return {{"models", runs}, {"test_size", test_size}, {"measures", measures}, {"why", why}};
+}
+
 nlohmann::json Profile::to_json() const {
     nlohmann::json grids = nlohmann::json::array();
     for (const auto& g : e3) grids.push_back(g.to_json());
     return {{"name", name}, {"summary", summary}, {"seed", seed},  {"e1", e1.to_json()},
-            {"e2", e2.to_json()}, {"e3", grids},  {"e4", e4.to_json()}};
+            {"e2", e2.to_json()}, {"e3", grids},  {"e4", e4.to_json()}, {"e5", e5.to_json()}};
 }
 
 // ---- profiles -----------------------------------------------------------------------------
@@ -75,6 +83,11 @@ std::vector<double> log_factors(int per_decade) {
 }
 
 SgdConfig sgd(double lr) { return {lr, 0.9, 1e-5, 1e-4}; }
+
+// The measures E5 tracks. λ_max ("lambda-max") is what the edge of stability is about; this
+// list holds the measures every build of minsharp has, and "lambda-max" is added to it where
+// the Lanczos measure exists.
+const std::string e5_measures = "trace,ms";
 
 TrainSpec train_spec(std::string model, std::size_t n, int epochs, std::size_t batch, double lr,
                      int evaluations = 10, int checkpoints = 10) {
@@ -101,7 +114,21 @@ Profile tiny_profile() {
     p.e3 = {{t, {0.0, 1.0}, 1, "two ratios, one trial: the smallest grid with a gap to rank"}};
     TrainSpec t4 = t;
     p.e4 = {t4, {1e-3, 1.0, 1e3}, "the two extremes and the identity"};
+    p.e5 = {{{"small-mlp", 200, 12, 4, {0.05, 0.2}}}, 200, e5_measures,
+            "two learning rates, a dozen steps: the pipeline, not the phenomenon"};
     return p;
+}
+
+E5Spec quick_e5() {
+    return {{{"small-mlp", 1000, 500, 25, {0.04, 0.07, 0.1}},
+             {"small-cnn", 250, 150, 15, {0.05, 0.1, 0.2}}},
+            1000,
+            e5_measures,
+            "three step sizes per network whose 2/η is reached within the run: measured with "
+            "exact Hessian-vector products, SmallMLP on 1,000 images at η = 0.04 climbs from "
+            "λ_max ≈ 5 to ≈ 50 = 2/η within 300 steps (at η = 0.2 it catapulted out of its "
+            "basin); SmallCNN costs ~0.3 ms per image and step, so it trains on 250 images "
+            "for 150 steps; all of E5 takes about 2 minutes on 2 cores"};
 }
 
 Profile quick_profile() {
@@ -151,6 +178,7 @@ Profile quick_profile() {
     p.e4 = {mlp.train, log_factors(2),
             "the r = 0 MLP of the E3 grid (same settings, trial 0), factors 1e-3 … 1e3 at "
             "half-decade steps"};
+    p.e5 = quick_e5();
     return p;
 }
 
@@ -201,6 +229,12 @@ Profile full_profile() {
                    "the paper's"};
     p.e3 = {mlp, lenet};
     p.e4 = {mlp.train, log_factors(2), "the r = 0 MLP of the paper's setting, trial 0"};
+    p.e5 = {{{"small-mlp", 5000, 3000, 30, {0.02, 0.05, 0.1}},
+             {"small-cnn", 5000, 1000, 20, {0.02, 0.05, 0.1}}},
+            0,
+            e5_measures,
+            "Cohen et al.'s scale: 5,000 training images (they use a 5,000-image subset of "
+            "CIFAR-10), long enough for the smallest step size to reach 2/η"};
     return p;
 }
 
@@ -216,7 +250,7 @@ Profile make_profile(std::string_view name) {
     throw Error("unknown profile '" + std::string(name) + "': expected tiny, quick, standard or full");
 }
 
-std::vector<std::string> experiment_names() { return {"e1", "e2", "e3", "e4"}; }
+std::vector<std::string> experiment_names() { return {"e1", "e2", "e3", "e4", "e5"}; }
 
 std::vector<std::string> parse_experiments(std::string_view list) {
     std::vector<std::string> out;
@@ -229,7 +263,7 @@ std::vector<std::string> parse_experiments(std::string_view list) {
         if (item.empty()) continue;
         if (std::find(known.begin(), known.end(), item) == known.end())
             throw Error("unknown experiment '" + item + "': expected a comma-separated list of "
-                        "e1, e2, e3, e4");
+                        "e1, e2, e3, e4, e5");
         if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
     }
     if (out.empty()) throw Error("no experiment selected: expected e.g. 'e1,e3'");

@@ -104,6 +104,10 @@ Collected collect_results(const fs::path& dir) {
     std::vector<E4Result> e4;
     collect_experiment(dir, "e4", "result.json", e4, c.problems);
     if (!e4.empty()) c.e4 = e4.front();
+    collect_experiment(dir, "e5", "result.json", c.e5, c.problems);
+    std::sort(c.e5.begin(), c.e5.end(), [](const E5Result& a, const E5Result& b) {
+        return std::tie(a.model, a.lr) < std::tie(b.model, b.lr);
+    });
     const auto by_model_n = [](const auto& a, const auto& b) {
         return std::tie(a.model, a.n, a.trial) < std::tie(b.model, b.n, b.trial);
     };
@@ -154,6 +158,8 @@ nlohmann::json results_json(const Collected& c, const std::vector<Correlation>& 
     j["e3"]["correlations"] = correlations_json(correlations);
     j["e3"]["seed_spread"] = seed_spread_json(spread);
     j["e4"] = c.e4 ? c.e4->to_json() : nlohmann::json(nullptr);
+    j["e5"] = nlohmann::json::array();
+    for (const auto& r : c.e5) j["e5"].push_back(r.to_json());
     j["missing"] = c.missing;
     j["problems"] = c.problems;
     if (options.wall_seconds) j["wall_seconds"] = *options.wall_seconds;
@@ -221,12 +227,35 @@ std::string profile_section(const nlohmann::json& plan) {
     s += "- **E4**: " + p["e4"]["train"]["model"].get<std::string>() + " trained on N = " +
          std::to_string(p["e4"]["train"]["train_size"].get<std::size_t>()) + " for " +
          std::to_string(p["e4"]["train"]["epochs"].get<int>()) + " epochs, factors {" + factors +
-         "}. Why: " + p["e4"]["why"].get<std::string>() + ".\n\n";
+         "}. Why: " + p["e4"]["why"].get<std::string>() + ".\n";
+    if (p.contains("e5")) {
+        std::string runs;
+        for (const auto& m : p["e5"]["models"]) {
+            std::string lrs;
+            for (const auto& lr : m["lrs"]) lrs += (lrs.empty() ? "" : ", ") + format_double(lr.get<double>());
+            runs += (runs.empty() ? "" : "; ") + m["model"].get<std::string>() + " on N = " +
+                    std::to_string(m["train_size"].get<std::size_t>()) + " for " +
+                    std::to_string(m["steps"].get<int>()) + " steps, η ∈ {" + lrs +
+                    "}, measured every " + std::to_string(m["track_every"].get<int>()) + " steps";
+        }
+        s += "- **E5**: full-batch gradient descent (momentum 0, no weight decay): " + runs +
+             "; tracked: " + p["e5"]["measures"].get<std::string>() + ". Why: " +
+             p["e5"]["why"].get<std::string>() + ".\n";
+    }
+    s += "\n";
     s += "Every measure is computed in double on the N training inputs the run was trained on. "
          "Minimum sharpness is the exact optimum of the convex problem (Newton); node-wise MS "
          "alternates closed-form per-unit updates to a relative change ≤ 1e-12; normalized "
          "sharpness uses the closed-form alternating updates.\n\n";
     return s;
+}
+
+// Whether the plan selected `experiment` (a report without a plan shows what it found).
+bool planned(const nlohmann::json& plan, const std::string& experiment) {
+    if (!plan.is_object() || !plan.contains("experiments")) return false;
+    for (const auto& e : plan["experiments"])
+        if (e == experiment) return true;
+    return false;
 }
 
 std::string report_markdown(const Collected& c, const std::vector<Correlation>& corr,
@@ -263,8 +292,9 @@ std::string report_markdown(const Collected& c, const std::vector<Correlation>& 
     s += e1_section(c.e1, outcome.figures);
     s += e2_section(c.e2, outcome.figures);
     s += e4_section(c.e4, outcome.figures);
+    if (!c.e5.empty() || planned(c.plan, "e5")) s += e5_section(c.e5, outcome.figures);
     s += "## Files\n\n`e1.csv`, `e2.csv`, `e3.csv`, `e3_correlations.csv`, `e3_tau_by_seed.csv`, "
-         "`e4.csv` (one row per trial / run / point / base seed), `results.json` (everything, "
+         "`e4.csv`, `e5.csv` (one row per trial / run / point / base seed / tracked step), `results.json` (everything, "
          "including the plan), `figures/` (PNGs with their gnuplot scripts and data), and one "
          "folder per run under "
          "`e*/runs/` (training config, metrics.jsonl, checkpoints, the run's JSON result).\n";
@@ -285,6 +315,7 @@ ReportOutcome write_report(const fs::path& dir, const Collected& c, const Report
         write_file_atomic(dir / "e3_tau_by_seed.csv", seed_spread_csv(spread));
     }
     if (c.e4) write_file_atomic(dir / "e4.csv", e4_csv(*c.e4));
+    if (!c.e5.empty()) write_file_atomic(dir / "e5.csv", e5_csv(c.e5));
     write_json(dir / "results.json", results_json(c, corr, spread, options));
 
     Figures figures{dir / "figures", find_gnuplot(), {}, {}};
@@ -295,6 +326,7 @@ ReportOutcome write_report(const fs::path& dir, const Collected& c, const Report
         if (!c.e2.empty()) e2_figure(figures, c.e2);
         if (!c.e3.empty()) e3_figures(figures, c.e3);
         if (c.e4) e4_figure(figures, *c.e4);
+        if (!c.e5.empty()) e5_figure(figures, c.e5);
     }
     outcome.figures = figures.drawn;
     outcome.report = dir / "report.md";

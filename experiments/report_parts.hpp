@@ -1,5 +1,5 @@
 // The shared skeleton of the report (formatting, Markdown tables, gnuplot figures) and the
-// parts each experiment's file (e1.cpp … e4.cpp) contributes to it: its CSV, its figure
+// parts each experiment's file (e1.cpp … e5.cpp) contributes to it: its CSV, its figure
 // and its report section. Private to the experiments library.
 #pragma once
 
@@ -119,5 +119,10 @@ std::string paper_section(const std::vector<E3Result>& rows, const std::vector<C
 std::string e4_csv(const E4Result& r);
 void e4_figure(Figures& f, const E4Result& r);
 std::string e4_section(const std::optional<E4Result>& r, const std::vector<fs::path>& drawn);
+
+std::string e5_csv(const std::vector<E5Result>& runs);
+void e5_figure(Figures& f, const std::vector<E5Result>& runs);
+/// What the runs show of λ_max against 2/η, in sentences made of their numbers.
+std::string e5_section(const std::vector<E5Result>& runs, const std::vector<fs::path>& drawn);
 
 }  // namespace minsharp::experiments::report_parts

@@ -5,6 +5,7 @@
 #include "minsharp/experiments/e2.hpp"
 #include "minsharp/experiments/e3.hpp"
 #include "minsharp/experiments/e4.hpp"
+#include "minsharp/experiments/e5.hpp"
 #include "minsharp/experiments/support.hpp"
 #include "minsharp/io.hpp"
 #include "minsharp/parallel.hpp"
@@ -74,7 +75,8 @@ void run_job(const Job& job) {
     if (job.experiment == "e1") run_e1_job(job);
     else if (job.experiment == "e2") run_e2_job(job);
     else if (job.experiment == "e3") run_e3_job(job);
-    else run_e4_job(job);
+    else if (job.experiment == "e4") run_e4_job(job);
+    else run_e5_job(job);
 }
 
 namespace {

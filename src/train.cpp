@@ -5,13 +5,20 @@
 #include "minsharp/models.hpp"
 #include "minsharp/parallel.hpp"
 #include "minsharp/progress.hpp"
+#include "minsharp/sharpness/measures.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -20,7 +27,15 @@ namespace minsharp {
 namespace {
 
 // Independent random streams derived from the user's seed.
-enum Stream : std::uint64_t { init_stream = 0, subset_stream = 1, noise_stream = 2, shuffle_stream = 100 };
+// The tracking stream seeds only the probes of sampled measures (Hutchinson); it is never
+// drawn from by training.
+enum Stream : std::uint64_t {
+    init_stream = 0,
+    subset_stream = 1,
+    noise_stream = 2,
+    track_stream = 3,
+    shuffle_stream = 100
+};
 
 constexpr const char* meta_epoch = "minsharp.epoch";
 constexpr const char* meta_steps = "minsharp.steps";
@@ -102,6 +117,89 @@ nlohmann::json EpochMetrics::to_json() const {
         j["test_accuracy"] = test.accuracy;
     }
     return j;
+}
+
+// ---- tracking: settings and points ----------------------------------------------------
+
+TrackInterval TrackInterval::parse(std::string_view text) {
+    const std::string given(text);
+    const std::size_t digits = text.find_first_not_of("0123456789");
+    const std::string_view number = text.substr(0, digits);
+    std::string_view unit = digits == std::string_view::npos ? std::string_view{} : text.substr(digits);
+    while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
+    const std::string usage = " (expected a count and a unit, e.g. 5epochs or 100steps)";
+    if (number.empty() || unit.empty())
+        throw Error("track interval '" + given + "' lacks " +
+                    (number.empty() ? "a count" : "a unit") + usage);
+    TrackInterval interval;
+    if (unit == "epoch" || unit == "epochs")
+        interval.unit = Unit::Epochs;
+    else if (unit == "step" || unit == "steps")
+        interval.unit = Unit::Steps;
+    else
+        throw Error("track interval '" + given + "': unknown unit '" + std::string(unit) + "'" +
+                    usage);
+    try {
+        interval.every = parse_whole_number(number, "track interval count", 1,
+                                            std::numeric_limits<std::uint32_t>::max());
+    } catch (const Error& e) {
+        throw Error("track interval '" + given + "': " + e.what() + usage);
+    }
+    return interval;
+}
+
+std::string TrackInterval::to_string() const {
+    return std::to_string(every) + (unit == Unit::Epochs ? "epochs" : "steps");
+}
+
+void TrackOptions::validate() const {
+    if (!enabled()) return;
+    sharpness::parse_measures(measures);  // throws naming the unknown measure and the valid ones
+    if (interval.every == 0) throw Error("track interval must be at least 1");
+    if (inputs == 0) throw Error("tracking needs at least 1 input (--track-n)");
+}
+
+namespace {
+
+// The keys of a track line besides its measures.
+constexpr const char* track_keys[] = {"kind", "epoch", "step", "lr", "inputs", "seconds"};
+
+std::string measure_key(std::string_view name) {
+    std::string key(name);
+    std::replace(key.begin(), key.end(), '-', '_');
+    return key;
+}
+
+}  // namespace
+
+std::optional<double> TrackPoint::value(std::string_view measure) const {
+    const std::string key = measure_key(measure);
+    if (!values.contains(key) || !values.at(key).is_number()) return std::nullopt;
+    return values.at(key).get<double>();
+}
+
+nlohmann::json TrackPoint::to_json() const {
+    nlohmann::json j = values;
+    j["kind"] = "track";
+    j["epoch"] = epoch;
+    j["step"] = step;
+    j["lr"] = lr;
+    j["inputs"] = inputs;
+    j["seconds"] = seconds;
+    return j;
+}
+
+TrackPoint TrackPoint::from_json(const nlohmann::json& j) {
+    TrackPoint p;
+    p.epoch = j.at("epoch");
+    p.step = j.at("step");
+    p.lr = j.at("lr");
+    p.inputs = j.at("inputs");
+    p.seconds = j.at("seconds");
+    for (const auto& [key, value] : j.items())
+        if (std::find(std::begin(track_keys), std::end(track_keys), key) == std::end(track_keys))
+            p.values[key] = value;
+    return p;
 }
 
 // ---- data -----------------------------------------------------------------------------
@@ -206,9 +304,19 @@ bool RunFiles::holds_run() const {
 
 namespace {
 
-std::string metrics_text(const std::vector<EpochMetrics>& history) {
+// The epoch lines in order, each preceded by the points tracked during or after its epoch
+// (a point's epoch is the one its step belongs to; 0 before training).
+std::string metrics_text(const std::vector<EpochMetrics>& history,
+                         const std::vector<TrackPoint>& tracked) {
     std::string text;
-    for (const auto& m : history) text += m.to_json().dump() + "\n";
+    std::size_t next_point = 0;
+    for (const auto& m : history) {
+        for (; next_point < tracked.size() && tracked[next_point].epoch <= m.epoch; ++next_point)
+            text += tracked[next_point].to_json().dump() + "\n";
+        text += m.to_json().dump() + "\n";
+    }
+    for (; next_point < tracked.size(); ++next_point)
+        text += tracked[next_point].to_json().dump() + "\n";
     return text;
 }
 
@@ -227,26 +335,78 @@ EpochMetrics parse_metrics_line(const nlohmann::json& j) {
     return m;
 }
 
-// The lines up to `upto_epoch`: lines after it belong to training that the checkpoint does
-// not contain (a failed or killed attempt) and are dropped.
-std::vector<EpochMetrics> read_metrics(const std::filesystem::path& file, int upto_epoch) {
+struct MetricsLines {
     std::vector<EpochMetrics> history;
-    if (!std::filesystem::exists(file)) return history;
-    std::istringstream in(read_file(file));
+    std::vector<TrackPoint> tracked;
+};
+
+// The lines up to `upto_epoch`: lines after it belong to training that the checkpoint does
+// not contain (a failed or killed attempt) and are dropped. Lines without a "kind" are
+// epoch lines (the only kind metrics.jsonl had before tracking).
+MetricsLines read_metrics(const std::filesystem::path& file, int upto_epoch) {
+    MetricsLines lines;
+    if (!std::filesystem::exists(file)) return lines;
+    std::string text = read_file(file);
+    // A last line without its newline was cut short by a crash while it was appended; it
+    // came after the last checkpoint (MetricsLog), so it is dropped like the lines after it.
+    const std::size_t last_newline = text.find_last_of('\n');
+    text.resize(last_newline == std::string::npos ? 0 : last_newline + 1);
+    std::istringstream in(text);
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
         if (line.empty()) continue;
         try {
             const auto j = nlohmann::json::parse(line);
             if (j.at("epoch").get<int>() > upto_epoch) break;  // the rest is not checked: dropped
-            history.push_back(parse_metrics_line(j));
+            if (j.value("kind", "epoch") == "track")
+                lines.tracked.push_back(TrackPoint::from_json(j));
+            else
+                lines.history.push_back(parse_metrics_line(j));
         } catch (const nlohmann::json::exception& e) {
             throw IoError(file.string() + " line " + std::to_string(number) +
                           " is not a metrics record: " + e.what());
         }
     }
-    return history;
+    return lines;
 }
+
+// metrics.jsonl grows by appending each epoch's lines: rewriting the whole file every epoch
+// is quadratic, and full-batch gradient descent runs thousands of one-step epochs. The file
+// is flushed to disk before every checkpoint, so the lines up to a checkpoint survive a
+// crash, and a line a crash cut short comes after it (read_metrics drops it on resume).
+class MetricsLog {
+public:
+    explicit MetricsLog(std::filesystem::path file) : file_(std::move(file)) {}
+    ~MetricsLog() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    MetricsLog(const MetricsLog&) = delete;
+    MetricsLog& operator=(const MetricsLog&) = delete;
+
+    void append(std::string_view text) {
+        if (fd_ < 0) fd_ = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+        if (fd_ < 0) fail("cannot open it");
+        while (!text.empty()) {
+            const ssize_t n = ::write(fd_, text.data(), text.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) fail("write failed");
+            text.remove_prefix(std::size_t(n));
+        }
+    }
+
+    void sync() {
+        if (fd_ >= 0 && ::fsync(fd_) != 0) fail("fsync failed");
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const {
+        throw IoError("cannot append to " + file_.string() + ": " + what + ": " +
+                      std::strerror(errno));
+    }
+
+    std::filesystem::path file_;
+    int fd_ = -1;
+};
 
 void require_finite_parameters(const Sequential<float>& model, int epoch) {
     for (const auto* p : model.parameters()) {
@@ -411,15 +571,97 @@ void remove_run_files(const RunFiles& files) {
 int resume_run(const RunFiles& files, RunResult& result, Sgd<float>& sgd, const TrainConfig& config,
                std::size_t examples, const RunOptions& options) {
     const CheckpointInfo info = restore_state(files, result.model, sgd, config, examples);
-    result.history = read_metrics(files.metrics(), info.epoch);
+    MetricsLines lines = read_metrics(files.metrics(), info.epoch);
+    result.history = std::move(lines.history);
+    result.tracked = std::move(lines.tracked);
     if (info.epoch == config.epochs && std::filesystem::exists(files.model())) {
         result.already_finished = true;
         return info.epoch;
     }
     if (options.log) note_thread_change(files, info.config.threads, config.threads);
     std::filesystem::remove(files.model());
-    write_file_atomic(files.metrics(), metrics_text(result.history));
+    write_file_atomic(files.metrics(), metrics_text(result.history, result.tracked));
     return info.epoch;
+}
+
+// Measures a double copy of the model on the first training images at the points of the
+// interval. It only reads the float weights and seeds its sampled measures from a stream of
+// its own, so training with and without it gives the same weights bit for bit.
+class SharpnessTracker {
+public:
+    SharpnessTracker(const TrackOptions& options, const Dataset& train, std::uint64_t seed)
+        : interval_(options.interval), measures_(sharpness::parse_measures(options.measures)) {
+        const std::size_t n = std::min(options.inputs, train.size());
+        std::vector<std::size_t> first(n);
+        for (std::size_t i = 0; i < n; ++i) first[i] = i;
+        Tensor4<float> x;
+        gather_batch(train, first.data(), n, x, batch_.y);
+        batch_.x = xt::cast<double>(x);
+        measure_options_.seed = derive_seed(seed, track_stream);
+    }
+
+    std::size_t inputs() const { return batch_.size(); }
+    bool due_after_epoch(int epoch) const {
+        return interval_.unit == TrackInterval::Unit::Epochs && std::size_t(epoch) % interval_.every == 0;
+    }
+    bool due_after_step(std::uint64_t step) const {
+        return interval_.unit == TrackInterval::Unit::Steps && step % interval_.every == 0;
+    }
+
+    TrackPoint measure(const Sequential<float>& model, int epoch, std::uint64_t step, double lr) {
+        const auto start = std::chrono::steady_clock::now();
+        require_finite_parameters(model, epoch);  // a divergence, not a failed measure
+        Sequential<double> copy = convert_model<double>(model);
+        sharpness::SharpnessReport report;
+        try {
+            report = sharpness::measure_sharpness(copy, batch_, measures_, measure_options_);
+        } catch (const Error& e) {
+            throw Error("tracking at step " + std::to_string(step) + " (epoch " +
+                        std::to_string(epoch) + "): " + e.what());
+        }
+        TrackPoint point;
+        point.epoch = epoch;
+        point.step = step;
+        point.lr = lr;
+        point.inputs = batch_.size();
+        const nlohmann::json all = report.to_json();
+        for (const auto measure : measures_) {
+            const std::string key = measure_key(sharpness::measure_name(measure));
+            if (all.contains(key)) point.values[key] = single_value(all.at(key));
+        }
+        point.seconds = seconds_since(start);
+        return point;
+    }
+
+private:
+    // A measure's number: itself, or the "value" (or "estimate") of its object.
+    static nlohmann::json single_value(const nlohmann::json& measure) {
+        if (measure.is_object())
+            for (const char* key : {"value", "estimate"})
+                if (measure.contains(key) && measure.at(key).is_number()) return measure.at(key);
+        return measure;
+    }
+
+    TrackInterval interval_;
+    std::vector<sharpness::Measure> measures_;
+    sharpness::Batch<double> batch_;
+    sharpness::MeasureOptions measure_options_;
+};
+
+void note_tracking(const TrackOptions& track, std::size_t inputs) {
+    std::fprintf(stderr,
+                 "note: tracking %s every %s (and before the first step) on the first %zu "
+                 "training images; each point measures a double copy of the model and may take "
+                 "a while\n",
+                 track.measures.c_str(), track.interval.to_string().c_str(), inputs);
+}
+
+void log_point(const TrackPoint& p) {
+    std::printf("track step %llu (epoch %d):", static_cast<unsigned long long>(p.step), p.epoch);
+    for (const auto& [key, value] : p.values.items())
+        if (value.is_number()) std::printf("  %s %.6g", key.c_str(), value.get<double>());
+    std::printf("  (%.2fs)\n", p.seconds);
+    std::fflush(stdout);
 }
 
 void log_epoch(const EpochMetrics& m, int epochs) {
@@ -436,6 +678,7 @@ void log_epoch(const EpochMetrics& m, int epochs) {
 RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
                     const RunOptions& options, const PreparedData* data) {
     config.validate();
+    options.track.validate();
     const RunFiles files{dir};
     check_run_folder(files, options);
     if (config.threads > 0) set_threads(config.threads);
@@ -444,7 +687,7 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
         loaded = prepare_data(config);
         data = &loaded;
     }
-    RunResult result{make_model<float>(config.model, derive_seed(config.seed, init_stream)), {}, false};
+    RunResult result{make_model<float>(config.model, derive_seed(config.seed, init_stream)), {}, {}, false};
     Trainer trainer(result.model, data->train, config);
     int done = 0;
     if (options.resume && std::filesystem::exists(files.checkpoint())) {
@@ -454,8 +697,24 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
         remove_run_files(files);  // nothing there, --force, or nothing to resume from
     }
     write_file_atomic(files.config(), config.to_json().dump(2) + "\n");
+    std::optional<SharpnessTracker> tracker;
+    if (options.track.enabled()) {
+        tracker.emplace(options.track, data->train, config.seed);
+        if (options.log || options.progress) note_tracking(options.track, tracker->inputs());
+    }
+    // The points of the current epoch, logged before its line as metrics.jsonl holds them.
+    std::vector<TrackPoint> points;
+    double tracking_seconds = 0;
+    const auto track = [&](int epoch) {
+        points.push_back(tracker->measure(result.model, epoch, trainer.optimizer().steps(),
+                                          trainer.optimizer().learning_rate()));
+        tracking_seconds += points.back().seconds;
+    };
+    if (tracker && done == 0) track(0);
+    MetricsLog metrics(files.metrics());
     for (int epoch = done + 1; epoch <= config.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
+        tracking_seconds = 0;
         ProgressBar bar("epoch " + std::to_string(epoch) + "/" + std::to_string(config.epochs),
                         steps_per_epoch(config, data->train.size()));
         EpochMetrics m;
@@ -463,6 +722,10 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
         m.lr = trainer.optimizer().learning_rate();
         m.batch_loss = trainer.train_epoch(epoch, [&](std::size_t s, std::size_t, double loss) {
             if (options.progress) bar.update(s, "loss " + std::to_string(loss).substr(0, 6));
+            if (tracker && tracker->due_after_step(trainer.optimizer().steps())) {
+                if (options.progress) bar.update(s, "tracking sharpness");
+                track(epoch);
+            }
         });
         if (options.progress) bar.finish();
         require_finite_parameters(result.model, epoch);
@@ -473,12 +736,22 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
             m.test = evaluate(result.model, data->test);
             require_finite_evaluation(m);
         }
-        m.seconds = seconds_since(start);
+        if (tracker && tracker->due_after_epoch(epoch)) track(epoch);
+        m.seconds = seconds_since(start) - tracking_seconds;
+        std::string lines;
+        for (auto& p : points) {
+            if (options.log) log_point(p);
+            lines += p.to_json().dump() + "\n";
+            result.tracked.push_back(std::move(p));
+        }
+        points.clear();
         result.history.push_back(m);
         if (options.log) log_epoch(m, config.epochs);
-        write_file_atomic(files.metrics(), metrics_text(result.history));
-        if (epoch % config.checkpoint_every == 0 || epoch == config.epochs)
+        metrics.append(lines + m.to_json().dump() + "\n");
+        if (epoch % config.checkpoint_every == 0 || epoch == config.epochs) {
+            metrics.sync();  // every line up to the checkpoint is on disk before it
             save_state(files, result.model, trainer.optimizer(), config, epoch);
+        }
     }
     save_model(result.model, files.model(), {{meta_config, config.to_json().dump()}});
     return result;

@@ -24,29 +24,35 @@ e3_values() {
 "$app" --profile tiny --jobs 2 --out "$tmp/a" "${data[@]}" > "$tmp/a.log" 2>&1 \
   || { cat "$tmp/a.log"; fail "tiny profile failed"; }
 grep -q "report: .*report.md" "$tmp/a.log" || fail "no report path printed"
-grep -q "\[5/5\] done" "$tmp/a.log" || fail "no progress lines (done/total): $(cat "$tmp/a.log")"
+grep -q "\[7/7\] done" "$tmp/a.log" || fail "no progress lines (done/total): $(cat "$tmp/a.log")"
 grep -q "ETA" "$tmp/a.log" || fail "no ETA in the progress lines"
-for f in report.md results.json plan.json e1.csv e2.csv e3.csv e3_correlations.csv e4.csv; do
+for f in report.md results.json plan.json e1.csv e2.csv e3.csv e3_correlations.csv e4.csv e5.csv; do
   [ -s "$tmp/a/$f" ] || fail "missing $f"
 done
 head -1 "$tmp/a/e3.csv" | grep -q "^model,ratio,trial,n,epochs,train_loss,train_accuracy,test_accuracy,gap,trace,ms,ms_node,normalized" \
   || fail "e3.csv columns: $(head -1 "$tmp/a/e3.csv")"
 [ "$(wc -l < "$tmp/a/e3.csv")" -eq 3 ] || fail "e3.csv should have 2 runs"
-for s in "## E1" "## E2" "## E3" "## E4" "Side by side with the paper" "Kendall"; do
+for s in "## E1" "## E2" "## E3" "## E4" "## E5: the edge of stability" "Side by side with the paper" "Kendall"; do
   grep -q "$s" "$tmp/a/report.md" || fail "report.md lacks '$s'"
 done
 if command -v gnuplot > /dev/null; then
-  for png in e1_trace e2_error_vs_time e3_small-mlp e4_scale_invariance; do
+  for png in e1_trace e2_error_vs_time e3_small-mlp e4_scale_invariance e5_edge_of_stability; do
     [ -s "$tmp/a/figures/$png.png" ] || fail "missing figure $png.png"
     grep -q "figures/$png.png" "$tmp/a/report.md" || fail "report.md does not embed $png"
   done
 fi
 [ -s "$tmp/a/e3/runs/small-mlp-r1-t0/job.log" ] || fail "no job log"
+# E5: full-batch gradient descent with tracked sharpness, one e5.csv row per tracked step.
+head -1 "$tmp/a/e5.csv" | grep -q "^model,lr,two_over_lr,n,step,loss,lambda_max,trace,ms" \
+  || fail "e5.csv columns: $(head -1 "$tmp/a/e5.csv")"
+[ "$(grep -c '"kind":"track"' "$tmp/a/e5/runs/small-mlp-lr0.05/metrics.jsonl")" -eq 4 ] \
+  || fail "E5 run lacks its track lines"
+[ "$(wc -l < "$tmp/a/e5.csv")" -eq 9 ] || fail "e5.csv should have 2 runs x 4 points"
 
 # 2. Rerun: everything is skipped, finished files untouched.
 before=$(stat -c '%i %Y' "$tmp/a/e3/runs/small-mlp-r0-t0/measures.json" "$tmp/a/e3/runs/small-mlp-r0-t0/model.safetensors")
 "$app" --profile tiny --jobs 2 --out "$tmp/a" "${data[@]}" > "$tmp/b.log" 2>&1 || fail "rerun failed"
-grep -q "5 already finished, 0 to run" "$tmp/b.log" || fail "rerun did not skip: $(cat "$tmp/b.log")"
+grep -q "7 already finished, 0 to run" "$tmp/b.log" || fail "rerun did not skip: $(cat "$tmp/b.log")"
 after=$(stat -c '%i %Y' "$tmp/a/e3/runs/small-mlp-r0-t0/measures.json" "$tmp/a/e3/runs/small-mlp-r0-t0/model.safetensors")
 [ "$before" = "$after" ] || fail "a finished run was rewritten"
 

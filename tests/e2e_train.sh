@@ -77,6 +77,47 @@ grep -q "diverged" <<<"$out" || fail "lenet --lr 10: $out"
 echo x > "$tmp/plain"
 one_line_error "is not a folder" "${small[@]}" --epochs 1 --out "$tmp/plain/run"
 
+# --track: the same weights as without it, one track line per point (before the first step
+# and every 3rd of the 10 steps), the epoch lines unchanged, and a resume that keeps them.
+tr=(--model small-mlp --train-size 500 --test-size 200 --batch-size 100 --seed 6)
+track=(--track trace,ms --track-every 3steps --track-n 200)
+"$train" "${tr[@]}" --epochs 2 --quiet --out "$tmp/untracked" || fail "untracked run failed"
+"$train" "${tr[@]}" --epochs 2 "${track[@]}" --out "$tmp/tracked" > "$tmp/tracked.out" 2> "$tmp/tracked.err" \
+  || fail "tracked run failed: $(cat "$tmp/tracked.err")"
+cmp -s "$tmp/untracked/model.safetensors" "$tmp/tracked/model.safetensors" \
+  || fail "--track changed the weights"
+[ "$(grep -c '"kind":"track"' "$tmp/tracked/metrics.jsonl")" -eq 4 ] \
+  || fail "expected 4 track lines: $(cat "$tmp/tracked/metrics.jsonl")"
+grep '"kind":"track"' "$tmp/tracked/metrics.jsonl" | grep -v '"ms":' && fail "a track line lacks ms"
+grep '"kind":"track"' "$tmp/tracked/metrics.jsonl" | grep -v '"trace":' && fail "a track line lacks trace"
+without_seconds() { grep -v '"kind":"track"' "$1" | sed 's/"seconds":[0-9.e+-]*//'; }
+diff <(without_seconds "$tmp/untracked/metrics.jsonl") <(without_seconds "$tmp/tracked/metrics.jsonl") \
+  > /dev/null || fail "--track changed the epoch lines"
+grep -q "note: tracking trace,ms every 3steps" "$tmp/tracked.err" || fail "no tracking note: $(cat "$tmp/tracked.err")"
+grep -q "^track step 9 (epoch 2):  ms .* trace " "$tmp/tracked.out" || fail "no track log line: $(cat "$tmp/tracked.out")"
+"$train" "${tr[@]}" --epochs 1 "${track[@]}" --quiet --out "$tmp/track-resumed" || fail "tracked partial run failed"
+"$train" "${tr[@]}" --epochs 2 "${track[@]}" --quiet --out "$tmp/track-resumed" --resume || fail "tracked resume failed"
+cmp -s "$tmp/tracked/model.safetensors" "$tmp/track-resumed/model.safetensors" \
+  || fail "a tracked resume changed the weights"
+strip_seconds() { sed 's/"seconds":[0-9.e+-]*//' "$1"; }
+diff <(strip_seconds "$tmp/tracked/metrics.jsonl") <(strip_seconds "$tmp/track-resumed/metrics.jsonl") \
+  > /dev/null || fail "resumed metrics.jsonl differs from the uninterrupted one"
+
+# Bad tracking values are command-line errors (exit 2) that name the problem.
+usage_error() {  # expected-substring, args...
+  local want=$1; shift
+  local out rc; out=$("$train" "$@" --out "$tmp/bad" 2>&1); rc=$?
+  [ "$rc" -eq 2 ] || fail "'$*' exited $rc, expected 2: $out"
+  grep -qF -- "$want" <<<"$out" || fail "message for '$*' lacks '$want': $out"
+}
+usage_error "unknown measure 'sharpest'" --track trace,sharpest
+usage_error "unknown unit 'weeks'" --track trace --track-every 5weeks
+usage_error "lacks a unit" --track trace --track-every 5
+usage_error "is not a whole number in [1," --track trace --track-every 0steps
+usage_error "--track-every requires --track" --track-every 5steps
+usage_error "--track-n" --track trace --track-n 0
+"$train" --help | grep -q -- "--track-every" || fail "--help lacks --track-every"
+
 # Bad input: one clear line, non-zero exit, nothing written.
 expect_error() {  # expected-substring, args...
   local want=$1; shift

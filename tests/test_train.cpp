@@ -4,6 +4,8 @@
 #include "synthetic.hpp"
 
 #include "minsharp/checkpoint.hpp"
+#include "minsharp/models.hpp"
+#include "minsharp/sharpness/measures.hpp"
 #include "minsharp/train.hpp"
 
 #include <cstring>
@@ -327,4 +329,185 @@ BOOST_AUTO_TEST_CASE(an_unwritable_output_folder_fails_before_training) {
                           [](const IoError& e) { return message_has(e, "is not a folder"); });
     BOOST_CHECK_EXCEPTION(train_run(small_config(), base / "file", silent, &data), Error,
                           [](const Error& e) { return message_has(e, "not a folder"); });
+}
+
+// ---- sharpness during training ---------------------------------------------------------------
+
+namespace {
+
+RunOptions tracking(const std::string& measures, const std::string& every, std::size_t inputs,
+                    bool resume = false) {
+    RunOptions o = silent;
+    o.resume = resume;
+    o.track.measures = measures;
+    o.track.interval = TrackInterval::parse(every);
+    o.track.inputs = inputs;
+    return o;
+}
+
+struct MetricsFile {
+    std::vector<nlohmann::json> epochs, points;
+    std::vector<std::string> kinds;  // line by line: "epoch" or "track"
+};
+
+// Without the wall times, which differ between executions.
+MetricsFile read_metrics_file(const fs::path& file) {
+    MetricsFile m;
+    std::istringstream in(read_file(file));
+    for (std::string line; std::getline(in, line);) {
+        auto j = nlohmann::json::parse(line);
+        j.erase("seconds");
+        const bool point = j.value("kind", "") == "track";
+        m.kinds.push_back(point ? "track" : "epoch");
+        (point ? m.points : m.epochs).push_back(j);
+    }
+    return m;
+}
+
+double measured(Sequential<float>& model, const Dataset& train, std::size_t n,
+                sharpness::Measure measure) {
+    Sequential<double> copy = convert_model<double>(model);
+    std::vector<std::size_t> first(n);
+    for (std::size_t i = 0; i < n; ++i) first[i] = i;
+    Tensor4<float> x;
+    sharpness::Batch<double> batch;
+    gather_batch(train, first.data(), n, x, batch.y);
+    batch.x = xt::cast<double>(x);
+    const auto report = sharpness::measure_sharpness(copy, batch, {measure});
+    return measure == sharpness::Measure::Trace ? *report.trace : report.ms->value;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(track_intervals_parse_and_bad_ones_name_the_problem) {
+    const auto steps = TrackInterval::parse("100steps");
+    BOOST_TEST(steps.every == 100u);
+    BOOST_TEST((steps.unit == TrackInterval::Unit::Steps));
+    BOOST_TEST((TrackInterval::parse("1 epoch").unit == TrackInterval::Unit::Epochs));
+    BOOST_TEST(TrackInterval::parse("3epochs").to_string() == "3epochs");
+    const auto refused = [](const std::string& text, const std::string& words) {
+        BOOST_CHECK_EXCEPTION(TrackInterval::parse(text), Error,
+                              [&](const Error& e) { return message_has(e, words); });
+    };
+    refused("5", "lacks a unit");
+    refused("steps", "lacks a count");
+    refused("5weeks", "unknown unit 'weeks'");
+    refused("0steps", "not a whole number in [1,");
+    refused("-1epochs", "lacks a count");
+    refused("2.5epochs", "unknown unit '.5epochs'");
+    TrackOptions unknown;
+    unknown.measures = "trace,sharpest";
+    BOOST_CHECK_EXCEPTION(unknown.validate(), Error,
+                          [](const Error& e) { return message_has(e, "unknown measure 'sharpest'"); });
+    TrackOptions no_inputs;
+    no_inputs.measures = "trace";
+    no_inputs.inputs = 0;
+    BOOST_CHECK_THROW(no_inputs.validate(), Error);
+    const auto data = synthetic_data();
+    BOOST_CHECK_THROW(train_run(small_config(), fresh_dir("bad-track"),
+                                tracking("nothing", "1epochs", 10), &data), Error);
+}
+
+BOOST_AUTO_TEST_CASE(tracking_leaves_training_bit_identical_and_writes_a_line_per_point) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 3;  // 1000 images, batch 64: 16 steps per epoch
+    const fs::path plain_dir = fresh_dir("untracked"), tracked_dir = fresh_dir("tracked");
+    const auto plain = train_run(c, plain_dir, silent, &data);
+    const auto tracked = train_run(c, tracked_dir, tracking("trace,ms,hutchinson", "7steps", 50), &data);
+    BOOST_TEST(same_weights(plain.model, tracked.model));
+    BOOST_TEST(read_file(plain_dir / "model.safetensors") == read_file(tracked_dir / "model.safetensors"));
+    const auto p = read_metrics_file(plain_dir / "metrics.jsonl");
+    const auto t = read_metrics_file(tracked_dir / "metrics.jsonl");
+    BOOST_TEST(p.epochs == t.epochs, boost::test_tools::per_element());  // epoch lines unchanged
+    // Step 0 and every 7th of the 48 steps; each point before the line of its epoch.
+    const std::vector<std::uint64_t> expected{0, 7, 14, 21, 28, 35, 42};
+    BOOST_TEST_REQUIRE(t.points.size() == expected.size());
+    BOOST_TEST_REQUIRE(tracked.tracked.size() == expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        const auto& point = t.points[i];
+        BOOST_TEST(point.at("step").get<std::uint64_t>() == expected[i]);
+        BOOST_TEST(point.at("epoch").get<int>() == int((expected[i] + 15) / 16));
+        BOOST_TEST(point.at("inputs").get<int>() == 50);
+        BOOST_TEST(point.at("lr").get<double>() == 0.05 / (1 + 1e-3 * double(expected[i])));
+        for (const char* key : {"trace", "ms", "hutchinson"}) BOOST_TEST(point.at(key).is_number(), key);
+        BOOST_TEST(*tracked.tracked[i].value("trace") == point.at("trace").get<double>());
+    }
+    // Steps 0, 7, 14 | epoch 1 (steps 1-16) | 21, 28 | epoch 2 | 35, 42 | epoch 3.
+    const std::vector<std::string> order{"track", "track", "track", "epoch", "track",
+                                         "track", "epoch", "track", "track", "epoch"};
+    BOOST_TEST(t.kinds == order, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(a_tracked_point_equals_the_measures_of_the_model_at_that_epoch) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 4;
+    const auto run = train_run(c, fresh_dir("track-epochs"), tracking("trace,ms", "2epochs", 100), &data);
+    BOOST_TEST_REQUIRE(run.tracked.size() == 3u);  // before training, after epochs 2 and 4
+    auto shorter = c;
+    shorter.epochs = 2;
+    auto at_epoch_2 = train_run(shorter, fresh_dir("two-epochs"), silent, &data);
+    const auto& point = run.tracked[1];
+    BOOST_TEST(point.epoch == 2);
+    BOOST_TEST(point.step == 2 * 16u);
+    BOOST_TEST(*point.value("trace") == measured(at_epoch_2.model, data.train, 100, sharpness::Measure::Trace));
+    BOOST_TEST(*point.value("ms") == measured(at_epoch_2.model, data.train, 100, sharpness::Measure::Ms));
+    auto start = make_model<float>(c.model, derive_seed(c.seed, 0));
+    BOOST_TEST(*run.tracked[0].value("trace") == measured(start, data.train, 100, sharpness::Measure::Trace));
+    BOOST_TEST(!point.value("lambda-max").has_value());  // not asked for
+}
+
+BOOST_AUTO_TEST_CASE(resume_keeps_the_points_up_to_the_checkpoint_and_drops_the_rest) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 4;
+    const auto options = tracking("trace", "1epochs", 30);
+    const fs::path full_dir = fresh_dir("track-full"), dir = fresh_dir("track-resumed");
+    train_run(c, full_dir, options, &data);
+    auto first = c;
+    first.epochs = 2;
+    train_run(first, dir, options, &data);
+    // What a killed attempt past the checkpoint leaves: a point and an epoch line of epoch 3
+    // and a line cut short while it was appended.
+    const std::string metrics = read_file(dir / "metrics.jsonl");
+    write_file_atomic(dir / "metrics.jsonl",
+                      metrics + R"({"kind":"track","epoch":3,"step":40,"lr":0.05,"inputs":30,"seconds":0,"trace":1})" "\n" +
+                          R"({"epoch":3,"steps":48,"lr":0.05,"batch_loss":0.1,"seconds":1})" "\n" +
+                          R"({"kind":"track","epoch":3,"st)");
+    auto resumed_options = tracking("trace", "1epochs", 30, true);
+    const auto resumed = train_run(c, dir, resumed_options, &data);
+    BOOST_TEST(resumed.tracked.size() == 5u);
+    const auto a = read_metrics_file(full_dir / "metrics.jsonl");
+    const auto b = read_metrics_file(dir / "metrics.jsonl");
+    BOOST_TEST(a.kinds == b.kinds, boost::test_tools::per_element());
+    BOOST_TEST(a.points == b.points, boost::test_tools::per_element());
+    BOOST_TEST(a.epochs == b.epochs, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(batch_size_of_the_whole_set_with_no_momentum_is_full_batch_gradient_descent) {
+    const auto data = synthetic_data();
+    auto c = small_config();
+    c.epochs = 1;
+    c.batch_size = data.train.size();
+    c.sgd = {0.1, 0.0, 0.0, 0.0};
+    const auto run = train_run(c, fresh_dir("full-batch"), silent, &data);
+    BOOST_TEST(run.history.back().steps == 1u);
+    // θ₁ = θ₀ − η ∇L(θ₀), L the mean cross-entropy over all training images, in double.
+    auto start = make_model<double>(c.model, derive_seed(c.seed, 0));
+    Tape<double> tape;
+    const Tensor4<double> x = xt::cast<double>(data.train.images);
+    const NodeId loss = cross_entropy(tape, start.forward(tape, x), data.train.labels);
+    start.zero_grad();
+    tape.backward(loss);
+    double worst = 0, scale = 0;
+    const auto before = start.parameters();
+    const auto after = run.model.parameters();
+    for (std::size_t i = 0; i < before.size(); ++i)
+        for (std::size_t k = 0; k < before[i]->size(); ++k) {
+            const double expected = before[i]->value.data()[k] - 0.1 * before[i]->grad.data()[k];
+            worst = std::max(worst, std::abs(double(after[i]->value.data()[k]) - expected));
+            scale = std::max(scale, std::abs(expected));
+        }
+    BOOST_TEST(worst / scale < 1e-6);  // float training against the double step
 }

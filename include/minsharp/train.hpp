@@ -8,9 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace minsharp {
@@ -94,6 +97,54 @@ private:
     std::vector<int> batch_y_;
 };
 
+/// How often sharpness is measured during training: after every `every`-th epoch or
+/// optimizer step (counted from the start of the run), and once before the first step.
+struct TrackInterval {
+    enum class Unit { Epochs, Steps };
+    std::size_t every = 1;
+    Unit unit = Unit::Epochs;
+
+    /// "5epochs", "1epoch", "100steps", "1step" (a space before the unit is allowed).
+    /// Throws Error naming the text for a missing or unknown unit or a count < 1.
+    static TrackInterval parse(std::string_view text);
+    /// "5epochs", "100steps".
+    std::string to_string() const;
+};
+
+/// Sharpness measured while training (apps/train --track; docs/tracking.md): at each point
+/// of the interval, the measures of a double copy of the model on the first `inputs`
+/// training images are appended to metrics.jsonl as a {"kind": "track", ...} line.
+struct TrackOptions {
+    /// Comma-separated measure names as sharpness::parse_measures takes them ("trace,ms");
+    /// empty: no tracking.
+    std::string measures;
+    TrackInterval interval;
+    std::size_t inputs = 1000;  ///< the first N training images (all when there are fewer)
+
+    bool enabled() const { return !measures.empty(); }
+    /// Throws Error for an unknown measure, an interval of 0 or 0 inputs.
+    void validate() const;
+};
+
+/// One tracked point: a metrics.jsonl line {"kind": "track", "epoch", "step", "lr",
+/// "inputs", "seconds", and one key per measure}.
+struct TrackPoint {
+    int epoch = 0;           ///< the epoch the step belongs to (0: before training)
+    std::uint64_t step = 0;  ///< optimizer steps taken when measured
+    double lr = 0;           ///< learning rate of the next step
+    std::size_t inputs = 0;  ///< training images the measures average over
+    double seconds = 0;      ///< time the measures took
+    /// Measure name with '-' → '_' ("lambda_max") → its value: a number, or the measure's
+    /// JSON object when it has no single "value" (apps/sharpness's JSON for that measure).
+    nlohmann::json values = nlohmann::json::object();
+
+    /// The number tracked for `measure` ("lambda-max" or "lambda_max"), if any.
+    std::optional<double> value(std::string_view measure) const;
+    nlohmann::json to_json() const;
+    /// Throws nlohmann::json's error for a missing or mistyped key.
+    static TrackPoint from_json(const nlohmann::json& j);
+};
+
 struct RunOptions {
     /// Continue the run in DIR from its checkpoint: its stored config must equal this one
     /// apart from epochs (which may grow: the run trains further), threads, eval_every and
@@ -106,11 +157,17 @@ struct RunOptions {
     /// With resume: a folder without checkpoint is an error (apps/train --resume, where it
     /// means a wrong folder; the experiment runner resumes or starts over).
     bool require_checkpoint = false;
+    /// Sharpness during training. It reads the weights and draws from no stream of the
+    /// training: the weights are bit-identical with and without it. Not part of the config,
+    /// so a run may be resumed with other tracking.
+    TrackOptions track;
 };
 
 struct RunResult {
     Sequential<float> model;
     std::vector<EpochMetrics> history;
+    /// Tracked points in order, those before a resume included (options.track).
+    std::vector<TrackPoint> tracked;
     /// Resumed a run that had already trained all its epochs: nothing trained or written.
     bool already_finished = false;
 };
@@ -126,7 +183,8 @@ struct RunFiles {
     bool holds_run() const;
 };
 
-/// Trains per config into `dir`: config.json, metrics.jsonl (one JSON object per epoch),
+/// Trains per config into `dir`: config.json, metrics.jsonl (one JSON object per epoch,
+/// preceded by the tracked points of that epoch when options.track is enabled),
 /// checkpoint.safetensors (resumable state), model.safetensors (final weights, written
 /// last: its presence marks a finished run). Every file is written atomically, and the
 /// files in DIR always belong to one run:

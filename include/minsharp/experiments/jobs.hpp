@@ -16,10 +16,11 @@
 namespace minsharp::experiments {
 
 /// One unit of work: an E1/E2 measurement (model, n, trial), an E3 run (model, ratio,
-/// trial: training plus its measures) or the E4 demonstration. Every field a job needs is
+/// trial: training plus its measures), the E4 demonstration or an E5 run (model, lr:
+/// full-batch gradient descent with its sharpness tracked). Every field a job needs is
 /// here, so its command line (job_arguments) is self-contained.
 struct Job {
-    std::string experiment;      ///< e1 | e2 | e3 | e4
+    std::string experiment;      ///< e1 | e2 | e3 | e4 | e5
     std::string model;
     std::string dataset = "mnist";
     std::string data_dir;        ///< folder of the IDX files
@@ -28,7 +29,7 @@ struct Job {
     double ratio = 0;            ///< E3 label-noise ratio
     int trial = 0;
     std::uint64_t seed = 0;
-    // Training (E3, E4).
+    // Training (E3, E4, E5).
     std::size_t test_size = 0;
     int epochs = 0;
     std::size_t batch_size = 0;
@@ -38,17 +39,20 @@ struct Job {
     // E2: samples per estimator. E4: the transformation factors.
     std::size_t samples = 0;
     std::vector<double> factors;
+    // E5: the tracked measures (sharpness::parse_measures) and every how many steps.
+    std::string measures;
+    int track_every = 0;
     /// BLAS and worker threads of this job; not part of its identity.
     int threads = 1;
 
-    /// Folder name, e.g. "mlp-r0.2-t1", "small-cnn-n100-t0", "mlp".
+    /// Folder name, e.g. "mlp-r0.2-t1", "small-cnn-n100-t0", "mlp", "small-mlp-lr0.1".
     std::string name() const;
     /// DIR/<experiment>/runs/<name>.
     std::filesystem::path folder() const;
     /// The file whose presence marks the job as finished: measures.json for E3 runs,
     /// result.json otherwise; written atomically, last.
     std::filesystem::path result_file() const;
-    /// The training run of an E3/E4 job (subset "first", label noise = ratio).
+    /// The training run of an E3/E4/E5 job (subset "first", label noise = ratio).
     TrainConfig train_config() const;
     /// Everything that identifies the result (no paths, no thread count).
     nlohmann::json identity() const;

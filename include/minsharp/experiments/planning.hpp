@@ -23,7 +23,7 @@ struct PlanSettings {
 };
 
 /// Every job of the profile's selected experiments, in a fixed order
-/// (E1, E2, E3 grid by grid/ratio/trial, E4).
+/// (E1, E2, E3 grid by grid/ratio/trial, E4, E5 model by model and lr).
 std::vector<Job> plan_jobs(const Profile& profile, const PlanSettings& settings);
 
 /// Writes DIR/plan.json: the profile (with its reasons), the settings and the job names,

@@ -73,6 +73,27 @@ struct E4Spec {
     nlohmann::json to_json() const;
 };
 
+/// One network of E5 and how it is trained: full-batch gradient descent on the first
+/// `train_size` images at each learning rate, sharpness tracked every `track_every` steps.
+struct E5Model {
+    std::string model;           ///< zoo name
+    std::size_t train_size = 0;  ///< N: the batch, and the inputs of the measures
+    int steps = 1;               ///< gradient-descent steps (= epochs: one step per epoch)
+    int track_every = 1;
+    std::vector<double> lrs;
+};
+
+/// E5: the edge of stability (Cohen et al., 2021).
+struct E5Spec {
+    std::vector<E5Model> models;
+    std::size_t test_size = 0;  ///< first test images for the final test accuracy (0: all)
+    /// Tracked measures, as sharpness::parse_measures takes them. λ_max against 2/η needs
+    /// "lambda-max" among them; the section reports what was measured.
+    std::string measures;
+    std::string why;
+    nlohmann::json to_json() const;
+};
+
 /// Everything a profile decides, with the reasons.
 struct Profile {
     std::string name;
@@ -82,6 +103,7 @@ struct Profile {
     E2Spec e2;
     std::vector<GridSpec> e3;
     E4Spec e4;
+    E5Spec e5;
     nlohmann::json to_json() const;
 };
 
@@ -92,7 +114,7 @@ std::vector<std::string> profile_names();
 /// The named profile; throws Error listing the valid names for an unknown one.
 Profile make_profile(std::string_view name);
 
-/// The experiment names "e1" … "e4".
+/// The experiment names "e1" … "e5".
 std::vector<std::string> experiment_names();
 
 /// Splits "e1,e3" into names, checking each; throws Error naming an unknown experiment.

@@ -1,4 +1,4 @@
-// From finished run folders to the deliverables: e1.csv … e4.csv, e3_correlations.csv,
+// From finished run folders to the deliverables: e1.csv … e5.csv, e3_correlations.csv,
 // results.json, gnuplot figures and report.md (the paper's numbers side by side).
 #pragma once
 
@@ -6,6 +6,7 @@
 #include "minsharp/experiments/e2.hpp"
 #include "minsharp/experiments/e3.hpp"
 #include "minsharp/experiments/e4.hpp"
+#include "minsharp/experiments/e5.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +24,7 @@ struct Collected {
     std::vector<E2Result> e2;
     std::vector<E3Result> e3;  ///< sorted by model, ratio, trial
     std::optional<E4Result> e4;
+    std::vector<E5Result> e5;  ///< sorted by model, lr
     std::vector<std::string> missing;   ///< planned jobs without a result
     std::vector<std::string> problems;  ///< result files that could not be read
 };
