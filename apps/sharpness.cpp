@@ -237,7 +237,7 @@ void draw_spectrum(const std::filesystem::path& png, const SharpnessReport& repo
     std::string script = "set terminal pngcairo size 900,500 enhanced font 'Sans,10'\n";
     script += "set output '" + image.string() + "'\n";
     script += "set title '" + title + "' noenhanced\n";
-    script += "set xlabel 'eigenvalue of H'\nset ylabel 'density'\nset logscale y\n";
+    script += "set xlabel 'eigenvalue of H'\nset ylabel 'density'\nset logscale y\nset format y '%g'\n";
     // Far tails of the Gaussians would stretch the axis over hundreds of decades.
     const double peak = *std::max_element(d.density.begin(), d.density.end());
     char range[96];

@@ -238,13 +238,16 @@ struct ExactHvp {
     }
 };
 
-// A Lanczos run's progress: one tick per product, when a bar is wanted.
-HessianVectorProduct counted(HessianVectorProduct hvp, std::optional<ProgressBar>& bar) {
-    if (!bar) return hvp;
+// The product as a measure uses it: an error naming the measure when a product is NaN or
+// Inf (as for the diag-H measures), and one progress tick per product when a bar is wanted.
+HessianVectorProduct counted(HessianVectorProduct hvp, std::optional<ProgressBar>& bar,
+                             std::string_view measure) {
     auto done = std::make_shared<std::size_t>(0);
-    return [hvp = std::move(hvp), &bar, done](std::span<const double> v, std::span<double> hv) {
+    return [hvp = std::move(hvp), &bar, done, measure](std::span<const double> v, std::span<double> hv) {
         hvp(v, hv);
-        bar->update(++*done);
+        for (double x : hv)
+            if (!std::isfinite(x)) require_finite(x, measure, "an entry of a Hessian-vector product");
+        if (bar) bar->update(++*done);
     };
 }
 
@@ -268,7 +271,7 @@ void add_hutchinson(SharpnessReport& report, ExactHvp& hvp, const MeasureOptions
     const auto start = Clock::now();
     std::optional<ProgressBar> bar;
     if (options.progress) bar.emplace("Hutchinson", options.hutchinson_samples);
-    const TraceEstimate t = hutchinson_trace(counted(hvp.callback(), bar), hvp.product.dimension(),
+    const TraceEstimate t = hutchinson_trace(counted(hvp.callback(), bar, "hutchinson"), hvp.product.dimension(),
                                              options.hutchinson_samples, options.seed);
     if (bar) bar->finish();
     require_finite(t.value, "hutchinson", "the Hutchinson estimate");
@@ -278,10 +281,10 @@ void add_hutchinson(SharpnessReport& report, ExactHvp& hvp, const MeasureOptions
 }
 
 EigenvalueResult top_of(const HessianVectorProduct& product, std::size_t dim, std::size_t k,
-                        std::size_t steps, std::uint64_t seed, const char* label, bool progress) {
+                        std::size_t steps, std::uint64_t seed, std::string_view measure, bool progress) {
     std::optional<ProgressBar> bar;
-    if (progress) bar.emplace(label, steps + k);
-    const EigenResult e = top_eigenvalues(counted(product, bar), dim, k, steps, seed);
+    if (progress) bar.emplace(std::string(measure), steps + k);
+    const EigenResult e = top_eigenvalues(counted(product, bar, measure), dim, k, steps, seed);
     if (bar) bar->finish();
     return eigenvalue_result(e);
 }
@@ -353,7 +356,7 @@ void add_top_eigenvalues(SharpnessReport& report, ExactHvp& hvp, const MeasureOp
     report.top_eigenvalues =
         top_of(hvp.callback(), hvp.product.dimension(), options.top_k,
                lanczos_steps(options, options.top_k), derive_seed(options.seed, top_eigenvalues_stream),
-               "top eigenvalues", options.progress);
+               "top-eigenvalues", options.progress);
     require_finite_values(*report.top_eigenvalues, "top-eigenvalues");
     report.seconds.top_eigenvalues = seconds_since(start);
 }
@@ -362,7 +365,7 @@ void add_spectrum(SharpnessReport& report, ExactHvp& hvp, const MeasureOptions& 
     const auto start = Clock::now();
     std::optional<ProgressBar> bar;
     if (options.progress) bar.emplace("spectrum", options.spectrum_probes * options.spectrum_steps);
-    report.spectrum = spectral_density(counted(hvp.callback(), bar), hvp.product.dimension(),
+    report.spectrum = spectral_density(counted(hvp.callback(), bar, "spectrum"), hvp.product.dimension(),
                                        options.spectrum_probes, options.spectrum_steps,
                                        derive_seed(options.seed, spectrum_stream));
     if (bar) bar->finish();
@@ -385,7 +388,7 @@ void add_adaptive_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<
     };
     report.adaptive_lambda_max =
         top_of(product, t.size(), 1, lanczos_steps(options, 1),
-               derive_seed(options.seed, adaptive_lambda_max_stream), "adaptive lambda-max",
+               derive_seed(options.seed, adaptive_lambda_max_stream), "adaptive-lambda-max",
                options.progress);
     require_finite_values(*report.adaptive_lambda_max, "adaptive-lambda-max");
     report.seconds.adaptive_lambda_max = seconds_since(start);
