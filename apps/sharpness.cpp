@@ -338,7 +338,7 @@ int main(int argc, char** argv) {
     cli.add_option("--measures", measures_text, "comma list of " + valid_measures)
         ->capture_default_str();
     cli.add_option("--hutchinson-samples", options.hutchinson_samples,
-                   "Rademacher probes of the Hutchinson estimate")
+                   "Rademacher probes of the Hutchinson estimate (exact Hessian-vector products)")
         ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--top-k", options.top_k, "eigenvalues reported by top-eigenvalues")
