@@ -14,7 +14,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
+#include <sstream>
+
+#include <unistd.h>
 
 using namespace minsharp;
 using namespace minsharp::sharpness;
@@ -182,6 +186,88 @@ void write_diagonal(const std::string& file, const DiagHessian& diag, const std:
     write_safetensors(file, content);
 }
 
+// gnuplot on the PATH, or empty.
+std::filesystem::path find_gnuplot() {
+    const char* path = std::getenv("PATH");
+    if (!path) return {};
+    std::stringstream in(path);
+    for (std::string dir; std::getline(in, dir, ':');) {
+        if (dir.empty()) continue;
+        const std::filesystem::path candidate = std::filesystem::path(dir) / "gnuplot";
+        if (std::filesystem::is_regular_file(candidate) && ::access(candidate.c_str(), X_OK) == 0)
+            return candidate;
+    }
+    return {};
+}
+
+std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+// The SLQ density as a PNG: the broadened density (log scale, as eigenvalue densities of
+// networks span many decades) with each probe's quadrature nodes marked along the bottom.
+// gnuplot draws into a temporary file that is renamed only when it succeeded, so a failed
+// run never leaves a half-written picture under the name.
+void draw_spectrum(const std::filesystem::path& png, const SharpnessReport& report) {
+    namespace fs = std::filesystem;
+    const fs::path gnuplot = find_gnuplot();
+    if (gnuplot.empty()) {
+        std::printf("note: gnuplot not found on the PATH, so no %s (the density is in --json)\n",
+                    png.string().c_str());
+        return;
+    }
+    const SpectralDensity& d = *report.spectrum;
+    std::string density, nodes;
+    for (std::size_t i = 0; i < d.grid.size(); ++i)
+        density += format_double(d.grid[i]) + " " + format_double(std::max(d.density[i], 1e-300)) + "\n";
+    for (std::size_t p = 0; p < d.nodes.size(); ++p)
+        for (std::size_t j = 0; j < d.nodes[p].size(); ++j)
+            nodes += format_double(d.nodes[p][j]) + " " + format_double(d.weights[p][j]) + "\n";
+    const fs::path base = png.string() + ".tmp";
+    const fs::path density_file = base.string() + ".density", nodes_file = base.string() + ".nodes",
+                   script_file = base.string() + ".gp", image = base.string() + ".png";
+    write_file_atomic(density_file, density);
+    write_file_atomic(nodes_file, nodes);
+    const std::string title = report.model_spec + ", " + std::to_string(report.inputs) + " inputs, " +
+                              std::to_string(d.nodes.size()) + " SLQ probes";
+    char sigma[32];
+    std::snprintf(sigma, sizeof sigma, "%.3g", d.sigma);
+    std::string script = "set terminal pngcairo size 900,500 enhanced font 'Sans,10'\n";
+    script += "set output '" + image.string() + "'\n";
+    script += "set title '" + title + "' noenhanced\n";
+    script += "set xlabel 'eigenvalue of H'\nset ylabel 'density'\nset logscale y\nset format y '%g'\n";
+    // Far tails of the Gaussians would stretch the axis over hundreds of decades.
+    const double peak = *std::max_element(d.density.begin(), d.density.end());
+    char range[96];
+    std::snprintf(range, sizeof range, "set yrange [%.3g:%.3g]\nset y2range [1e-8:1]\n", peak * 1e-8,
+                  peak * 3);
+    script += range;
+    script += "set y2label 'quadrature weight'\nset y2tics format '%g'\nset logscale y2\n"
+              "set key top right\n";
+    script += "plot '" + density_file.string() + "' using 1:2 with lines lw 2 title 'SLQ density (Gaussian width " +
+              sigma + ")', '" + nodes_file.string() +
+              "' using 1:2 axes x1y2 with impulses title 'nodes (weights)'\nunset output\n";
+    write_file_atomic(script_file, script);
+    const std::string command = shell_quote(gnuplot.string()) + " " + shell_quote(script_file.string()) +
+                                " > /dev/null 2>&1";
+    const int rc = std::system(command.c_str());
+    const bool drawn = rc == 0 && fs::exists(image) && fs::file_size(image) > 0;
+    if (drawn) fs::rename(image, png);
+    for (const fs::path& f : {density_file, nodes_file, script_file, image}) fs::remove(f);
+    if (!drawn) throw Error("gnuplot failed to draw " + png.string());
+    std::printf("wrote %s\n", png.string().c_str());
+}
+
+// --spectrum-png, or next to --json as <stem>_spectrum.png, or spectrum.png.
+std::string spectrum_png_name(const std::string& given, const std::string& json_out) {
+    if (!given.empty()) return given;
+    if (json_out.empty()) return "spectrum.png";
+    const std::filesystem::path json(json_out);
+    return (json.parent_path() / (json.stem().string() + "_spectrum.png")).string();
+}
+
 Batch<double> to_batch(const Dataset& d) {
     Batch<double> b;
     b.x = Tensor4<double>::from_shape(d.images.shape());
@@ -195,11 +281,15 @@ Batch<double> to_batch(const Dataset& d) {
 int main(int argc, char** argv) {
     CLI::App cli{"Sharpness of a trained model on its training inputs (or the inputs chosen with\n"
                  "--inputs, --n, --offset, --subset-seed): Tr H (exact diagonal), minimum\n"
-                 "sharpness (layer-wise, node-wise), normalized sharpness and the Hutchinson\n"
-                 "estimate. Prints a table; --json writes the numbers, --diag-out the diagonal.",
+                 "sharpness (layer-wise, node-wise), normalized sharpness, Hutchinson's Tr H\n"
+                 "estimate on exact Hessian-vector products, the top eigenvalues of H (whole\n"
+                 "network and per layer; Lanczos), its eigenvalue density (SLQ, with a PNG), and\n"
+                 "the scale-invariant adaptive sharpness (sum theta^2 H_ii), adaptive lambda_max\n"
+                 "(of |theta| H |theta|) and Fisher-Rao norm. Prints a table; --json writes the\n"
+                 "numbers, --diag-out the diagonal.",
                  "sharpness"};
     std::string checkpoint, arch, dataset, data_dir, measures_text = "trace,ms,ms-node,normalized";
-    std::string json_out, diag_out, precision_text = "double";
+    std::string json_out, diag_out, spectrum_png, precision_text = "double";
     InputChoice input_choice;
     MeasureOptions options;
     options.progress = true;
@@ -248,16 +338,36 @@ int main(int argc, char** argv) {
     cli.add_option("--measures", measures_text, "comma list of " + valid_measures)
         ->capture_default_str();
     cli.add_option("--hutchinson-samples", options.hutchinson_samples,
-                   "Rademacher probes of the Hutchinson estimate")
+                   "Rademacher probes of the Hutchinson estimate (exact Hessian-vector products)")
         ->check(app::whole_number(1))
         ->capture_default_str();
+    cli.add_option("--top-k", options.top_k, "eigenvalues reported by top-eigenvalues")
+        ->check(app::whole_number(1))
+        ->capture_default_str();
+    cli.add_option("--lanczos-iterations", options.lanczos_iterations,
+                   "Lanczos steps of lambda-max (and of each layer's), top-eigenvalues and "
+                   "adaptive-lambda-max; 0: 20, or 2*top-k+10 for top-eigenvalues if more")
+        ->check(app::whole_number(0))
+        ->capture_default_str();
+    cli.add_option("--spectrum-probes", options.spectrum_probes,
+                   "Rademacher probes of the spectral density (spectrum)")
+        ->check(app::whole_number(1))
+        ->capture_default_str();
+    cli.add_option("--spectrum-steps", options.spectrum_steps,
+                   "Lanczos steps per probe of the spectral density")
+        ->check(app::whole_number(1))
+        ->capture_default_str();
+    cli.add_option("--spectrum-png", spectrum_png,
+                   "where the spectrum measure draws its density (gnuplot); default: next to "
+                   "--json as <stem>_spectrum.png, else spectrum.png");
     cli.add_option("--chunk", options.chunk, "inputs per forward pass (bounds memory)")
         ->check(app::whole_number(1))
         ->capture_default_str();
     cli.add_option("--threads", options.threads, "worker threads (0: all cores)")
         ->check(app::thread_count())
         ->capture_default_str();
-    cli.add_option("--seed", options.seed, "seed of the Hutchinson probes and of --rescale")
+    cli.add_option("--seed", options.seed,
+                   "seed of the random probes and start vectors and of --rescale")
         ->check(app::whole_number(0))
         ->capture_default_str();
     cli.add_option("--precision", precision_text,
@@ -283,6 +393,13 @@ int main(int argc, char** argv) {
         if (!diag_out.empty()) check_output("--diag-out", diag_out, checkpoint);
         if (!json_out.empty() && !diag_out.empty() && same_file(json_out, diag_out))
             throw Error("--diag-out " + diag_out + " is the --json file; name another file");
+        const bool spectrum = std::find(measures.begin(), measures.end(), Measure::Spectrum) != measures.end();
+        if (spectrum) {
+            spectrum_png = spectrum_png_name(spectrum_png, json_out);
+            check_output("--spectrum-png", spectrum_png, checkpoint);
+        } else if (!spectrum_png.empty()) {
+            throw Error("--spectrum-png " + spectrum_png + " needs the spectrum measure in --measures");
+        }
         options.precision = parse_precision(precision_text);
         options.progress = !quiet;
         if (options.threads > 0) set_threads(options.threads);
@@ -299,6 +416,7 @@ int main(int argc, char** argv) {
         if (rescale_how != "none") rescale(model, rescale_how, rescale_max, options.seed, batch.x);
         const SharpnessReport report = measure_sharpness(model, batch, measures, options);
         std::fputs(format_report(report).c_str(), stdout);
+        if (spectrum) draw_spectrum(spectrum_png, report);
         if (!diag_out.empty()) {
             if (!quiet) std::fprintf(stderr, "diag H again for --diag-out\n");
             write_diagonal(diag_out, diagonal_for_output(model, batch.x, options),

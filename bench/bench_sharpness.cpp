@@ -1,6 +1,9 @@
 // Time of the exact Hessian diagonal (and the brute-force reference) on the first n MNIST
 // training images at a seeded random init, and of the MS / node-wise MS / normalized
-// solves. It prints only what it measured, with the machine it ran on.
+// solves, and of the second-order measures on exact Hessian-vector products in double (λ_max
+// by 20 Lanczos steps of the MLP, Hutchinson with 100 probes of the MLP and LeNet, on 1,000
+// inputs; bench/torch_reference.py --hutchinson times PyTorch's double backward on the same
+// work). It prints only what it measured, with the machine it ran on.
 //   build/bench/bench_sharpness [--n-max 10000] [--threads 2] [--models mlp,lenet,...]
 //                               [--repeat R]  (best of R runs per row)
 //                               [--data-dir DIR]
@@ -8,11 +11,14 @@
 //                                              the memory it takes)
 #include "machine.hpp"
 
+#include "minsharp/autograd/hvp.hpp"
 #include "minsharp/data.hpp"
 #include "minsharp/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/measures.hpp"
+#include "minsharp/sharpness/spectral.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -95,6 +101,10 @@ Args parse(int argc, char** argv) {
                         "--models a,b, --repeat R, --full, --data-dir DIR)");
     }
     return a;
+}
+
+bool has(const std::vector<std::string>& models, const std::string& name) {
+    return std::find(models.begin(), models.end(), name) != models.end();
 }
 
 template <class T>
@@ -198,6 +208,42 @@ void time_solvers(const std::string& name, const Dataset& train, std::size_t n, 
                     seconds * 1e3, "-", "-");
 }
 
+// λ_max (k = 1, `steps` Lanczos steps) or Hutchinson (`probes` probes) of the mean
+// cross-entropy over the first n inputs at the seeded init, on exact products in double.
+// The time includes recording the forward and backward once, as PyTorch's double backward
+// pays a forward and a backward with create_graph before its products. Best of `repeat`.
+void time_second_order(const std::string& name, const Dataset& train, std::size_t n,
+                       std::size_t steps, std::size_t probes, int repeat) {
+    auto model = make_model<double>(name, 1);
+    const Tensor4<double> x = first_images<double>(train, n);
+    const std::vector<int> y(train.labels.begin(), train.labels.begin() + long(n));
+    double best = 1e300, best_cpu = 1e300, value = 0, error = 0;
+    for (int r = 0; r < repeat; ++r) {
+        const double cpu = process_cpu_seconds();
+        const auto start = std::chrono::steady_clock::now();
+        autograd::HessianVectorProduct<double> hvp(model, x, y);
+        const HessianVectorProduct product = [&](std::span<const double> v, std::span<double> hv) {
+            hvp.apply(v, hv);
+        };
+        if (steps > 0) {
+            const EigenResult e = top_eigenvalues(product, hvp.dimension(), 1, steps, 0);
+            value = e.values.at(0);
+            error = e.residuals.at(0);
+        } else {
+            const TraceEstimate t = hutchinson_trace(product, hvp.dimension(), probes, 0);
+            value = t.value;
+            error = t.standard_error;
+        }
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        best_cpu = std::min(best_cpu, process_cpu_seconds() - cpu);
+    }
+    const std::string what = steps > 0 ? "lambda_max " + std::to_string(steps) + " steps " + name
+                                       : "Hutchinson " + std::to_string(probes) + " " + name;
+    print_row(what, "double", n, best, best_cpu);
+    std::printf("  %s %.6g (%s %.3g)\n", steps > 0 ? "lambda_max" : "Tr H estimate", value,
+                steps > 0 ? "residual" : "standard error", error);
+}
+
 void full_mlp_memory(const Dataset& train, int threads) {
     auto model = make_model<float>("mlp", 1);
     const Tensor4<float> x = first_images<float>(train, train.size());
@@ -246,10 +292,15 @@ int main(int argc, char** argv) try {
     for (const auto& name : args.models)
         time_solvers(name, train, std::min<std::size_t>(1000, args.n_max), args.threads,
                      args.repeat);
+    const std::size_t second_order_n = std::min<std::size_t>(1000, args.n_max);
+    if (has(args.models, "mlp")) time_second_order("mlp", train, second_order_n, 20, 0, args.repeat);
+    for (const char* name : {"mlp", "lenet"})
+        if (has(args.models, name)) time_second_order(name, train, second_order_n, 0, 100, args.repeat);
     std::printf("\n(first row per model is a warm-up on up to 100 inputs; cpu ms is the CPU "
                 "time of all threads; with --repeat, the best of the runs; solver rows time "
                 "the solve alone, on the diagonal of n inputs; the normalized solve covers every "
-                "layer)\n");
+                "layer; lambda_max and Hutchinson rows include recording the forward and "
+                "backward once, and their inputs/s column is not a throughput)\n");
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_sharpness: error: %s\n", e.what());

@@ -13,6 +13,13 @@ their models, specs, image count, repeats, threads and SGD settings from one pla
 
   /usr/bin/python3 bench/torch_reference.py --from-json ours.json --json torch.json
   /usr/bin/python3 bench/torch_reference.py --models small-mlp --examples 6000 --repeat 1
+
+With --hutchinson N it times bench_sharpness's second-order rows instead: Hutchinson's
+Tr H estimate with --probes Rademacher probes (default 100) on the first N images, in
+float64, each Hessian-vector product by double backward (one forward and a backward with
+create_graph, then one backward of ⟨∇L, v⟩ per probe — the way PyHessian forms them):
+
+  /usr/bin/python3 bench/torch_reference.py --hutchinson 1000 --models mlp,lenet
 """
 
 import argparse
@@ -130,6 +137,45 @@ def inference_throughput(torch, spec, x, batch):
         return (n // batch * batch) / (time.perf_counter() - start)
 
 
+def hutchinson_seconds(torch, spec, x, y, probes):
+    """(seconds, estimate, standard error) of Hutchinson with exact double-backward Hv."""
+    F = torch.nn.functional
+    torch.manual_seed(1)
+    model = mt.sequential_from_spec(spec).double()
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    samples = []
+    for _ in range(probes):
+        v = [torch.randint(0, 2, p.shape, generator=generator, dtype=torch.float64) * 2 - 1
+             for p in params]
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        samples.append(sum(float((a * b).sum()) for a, b in zip(v, hv)))
+    seconds = time.perf_counter() - start
+    s = torch.tensor(samples, dtype=torch.float64)
+    error = float(s.std() / len(samples) ** 0.5) if len(samples) > 1 else 0.0
+    return seconds, float(s.mean()), error
+
+
+def hutchinson_bench(torch, plan, images, labels, n, probes):
+    x = torch.from_numpy(images[:n].copy()).double()
+    y = torch.from_numpy(labels[:n].copy()).long()
+    print("Hutchinson, %d probes on the first %d images, float64, double backward; best of %d"
+          % (probes, n, plan["repeat"]))
+    print("%-10s %12s %16s %12s" % ("model", "ms", "Tr H estimate", "std. error"))
+    rows = []
+    for name, spec in plan["models"]:
+        runs = [hutchinson_seconds(torch, spec, x, y, probes) for _ in range(plan["repeat"])]
+        seconds, estimate, error = min(runs)
+        print("%-10s %12.1f %16.6g %12.3g" % (name, seconds * 1e3, estimate, error))
+        sys.stdout.flush()
+        rows.append({"name": name, "spec": spec, "seconds": seconds, "estimate": estimate,
+                     "standard_error": error, "probes": probes, "inputs": n})
+    return rows
+
+
 def best_of(repeat, run):
     # The machine's noise only ever slows a run down.
     return max(run() for _ in range(repeat))
@@ -151,6 +197,10 @@ def main():
         "MINSHARP_DATA_DIR", os.path.join(REPO, "data", "mnist")),
         help="folder with the MNIST IDX files (default: $MINSHARP_DATA_DIR, else data/mnist)")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    parser.add_argument("--hutchinson", type=int, metavar="N",
+                        help="instead: time Hutchinson (double backward, float64) on N images")
+    parser.add_argument("--probes", type=int, default=100,
+                        help="Rademacher probes with --hutchinson (default 100)")
     args = parser.parse_args()
 
     plan = {"models": [], "examples": 60000, "repeat": 3, "threads": 2, "sgd": dict(DEFAULT_SGD)}
@@ -186,13 +236,28 @@ def main():
         models = [(name, spec, mt.sequential_from_spec(spec)) for name, spec in plan["models"]]
     except mt.InteropError as e:
         fail(str(e))
+    info = torch_info(torch, plan["threads"])
+    if args.hutchinson is not None:
+        if args.hutchinson < 1 or args.probes < 1:
+            fail("--hutchinson and --probes must be positive", 2)
+        if not args.repeat:
+            plan["repeat"] = 1
+        print("torch_reference: %s, PyTorch %s, %d threads" % (
+            info["cpu"], info["torch_version"], info["threads"]))
+        rows = hutchinson_bench(torch, plan, images, labels,
+                                min(args.hutchinson, images.shape[0]), args.probes)
+        if args.json:
+            out = {"bench": "torch_reference", "framework": "pytorch", "machine": info,
+                   "work": "hutchinson", "models": rows}
+            mt._write_atomic(args.json, (json.dumps(out, indent=2) + "\n").encode())
+            print("\nwrote %s" % args.json)
+        return
     n = min(plan["examples"], images.shape[0])
     if n < 1024:
         fail("--examples %d is less than one batch of 1024" % n)
     x = torch.from_numpy(images[:n].copy())
     y = torch.from_numpy(labels[:n].copy())
 
-    info = torch_info(torch, plan["threads"])
     print("torch_reference")
     print("cpu:      %s, PyTorch %s (CPU capability %s, mkldnn %s), %d threads, "
           "OMP_WAIT_POLICY=%s" % (info["cpu"], info["torch_version"], info["cpu_capability"],

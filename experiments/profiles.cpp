@@ -87,7 +87,7 @@ SgdConfig sgd(double lr) { return {lr, 0.9, 1e-5, 1e-4}; }
 // The measures E5 tracks. λ_max ("lambda-max") is what the edge of stability is about; this
 // list holds the measures every build of minsharp has, and "lambda-max" is added to it where
 // the Lanczos measure exists.
-const std::string e5_measures = "trace,ms";
+const std::string e5_measures = "lambda-max,trace,ms";
 
 TrainSpec train_spec(std::string model, std::size_t n, int epochs, std::size_t batch, double lr,
                      int evaluations = 10, int checkpoints = 10) {

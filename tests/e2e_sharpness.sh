@@ -68,6 +68,53 @@ EOF
   fi
 done
 
+# The second-order measures: their JSON keys (measure names with '-' -> '_'), per-layer
+# lambda_max, and under --rescale layer the adaptive forms and Fisher-Rao stay while
+# lambda_max moves. The spectrum PNG lands next to --json when gnuplot is present.
+so=lambda-max,top-eigenvalues,hutchinson,spectrum,adaptive,adaptive-lambda-max,fisher-rao
+for how in none layer; do
+  out=$("$sharpness" --checkpoint "$model" --n 100 --measures "$so" --hutchinson-samples 10 \
+    --top-k 3 --spectrum-probes 2 --spectrum-steps 10 --rescale "$how" --json "$tmp/so_$how.json" \
+    --quiet 2>&1) || fail "second-order measures ($how) failed: $out"
+  for part in "[lambda-max]" "[top-eigenvalues]" "[spectrum]" "[adaptive]" "[adaptive-lambda-max]" \
+              "[fisher-rao]" "exact Hv probes" "lambda_max"; do
+    grep -qF -- "$part" <<<"$out" || fail "table lacks '$part': $out"
+  done
+  if command -v gnuplot >/dev/null; then
+    [ -s "$tmp/so_${how}_spectrum.png" ] || fail "no spectrum PNG next to the JSON: $out"
+  else
+    grep -qF "gnuplot not found" <<<"$out" || fail "no note on the missing gnuplot: $out"
+  fi
+done
+if command -v python3 >/dev/null; then
+  python3 - "$tmp/so_none.json" "$tmp/so_layer.json" <<'EOF' || fail "second-order JSON check failed"
+import json, math, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rel = lambda x, y: abs(x - y) / max(abs(x), abs(y))
+for k in ("lambda_max", "top_eigenvalues", "adaptive_lambda_max"):
+    for f in ("value", "residuals", "iterations"):
+        assert f in a[k], (k, f)
+assert len(a["top_eigenvalues"]["values"]) == 3
+assert a["top_eigenvalues"]["values"][0] == a["top_eigenvalues"]["value"]
+for f in ("value", "estimate", "standard_error", "samples"):
+    assert f in a["hutchinson"], f
+assert a["hutchinson"]["samples"] == 10
+sp = a["spectrum"]
+assert len(sp["nodes"]) == len(sp["weights"]) == 2
+assert all(abs(sum(w) - 1) < 1e-9 for w in sp["weights"])
+assert len(sp["grid"]) == len(sp["density"]) > 1
+assert isinstance(a["adaptive"], float) and "value" in a["fisher_rao"]
+assert all("value" in l["lambda_max"] for l in a["layers"]) and len(a["layers"]) == 3
+assert abs(math.log10(b["lambda_max"]["value"] / a["lambda_max"]["value"])) > 1
+assert rel(a["adaptive"], b["adaptive"]) < 1e-9
+assert rel(a["adaptive_lambda_max"]["value"], b["adaptive_lambda_max"]["value"]) < 1e-9
+assert rel(a["fisher_rao"]["value"], b["fisher_rao"]["value"]) < 1e-9
+EOF
+fi
+out=$("$sharpness" --checkpoint "$model" --n 50 --measures trace --spectrum-png "$tmp/x.png" --quiet 2>&1) \
+  && fail "--spectrum-png without the spectrum measure was accepted"
+grep -qF "needs the spectrum measure" <<<"$out" || fail "unclear --spectrum-png error: $out"
+
 # Without --n: the inputs the checkpoint was trained on (its config: the first 200).
 out=$("$sharpness" --checkpoint "$model" --measures trace --quiet 2>&1) || fail "default inputs: $out"
 grep -qF "the 200 mnist training inputs the checkpoint was trained on" <<<"$out" \

@@ -209,7 +209,9 @@ BOOST_AUTO_TEST_CASE(hutchinson_estimate_is_near_the_exact_trace) {
 
 BOOST_AUTO_TEST_CASE(measure_names_parse) {
     BOOST_TEST(measure_names() ==
-               (std::vector<std::string>{"trace", "ms", "ms-node", "normalized", "hutchinson"}));
+               (std::vector<std::string>{"trace", "ms", "ms-node", "normalized", "hutchinson",
+                                         "lambda-max", "top-eigenvalues", "spectrum", "adaptive",
+                                         "adaptive-lambda-max", "fisher-rao"}));
     for (const auto& name : measure_names()) BOOST_TEST(measure_name(parse_measure(name)) == name);
     BOOST_TEST((parse_measures("trace, ms ,ms,ms-node") ==
                 std::vector<Measure>{Measure::Trace, Measure::Ms, Measure::MsNode}));
