@@ -84,9 +84,8 @@ std::vector<double> log_factors(int per_decade) {
 
 SgdConfig sgd(double lr) { return {lr, 0.9, 1e-5, 1e-4}; }
 
-// The measures E5 tracks. λ_max ("lambda-max") is what the edge of stability is about; this
-// list holds the measures every build of minsharp has, and "lambda-max" is added to it where
-// the Lanczos measure exists.
+// The measures E5 tracks: λ_max is what the edge of stability is about (it is compared with
+// 2/η); Tr H and minimum sharpness are tracked beside it.
 const std::string e5_measures = "lambda-max,trace,ms";
 
 TrainSpec train_spec(std::string model, std::size_t n, int epochs, std::size_t batch, double lr,
