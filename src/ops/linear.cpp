@@ -70,7 +70,51 @@ void backward_linear(Tape<T>& tape, NodeId id, bool parameter_grads) {
     }
 }
 
-// (A JVP rule for linear goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) of y = x Wᵀ + b ----------------------
+
+// Ṙy = Ṙx Wᵀ + x V_Wᵀ + V_b.
+template <class T>
+void jvp_linear(const JvpArgs<T>& a) {
+    const Node<T>& in = *a.input;
+    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
+    const std::size_t f = features(in.value);
+    for (std::size_t i = 0; i < n; ++i)
+        if (a.direction.bias)
+            std::memcpy(a.tangent + i * o, a.direction.bias, o * sizeof(T));
+        else
+            std::fill_n(a.tangent + i * o, o, T(0));
+    if (a.direction.weight)
+        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), in.value.data(),
+                         a.direction.weight, T(1), a.tangent);
+    if (a.input_tangent)
+        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), a.input_tangent,
+                         a.node.weight->data(), T(1), a.tangent);
+}
+
+// ∂W = ∂yᵀ x, ∂b = Σ_rows ∂y, ∂x = ∂y W; so
+// R(∂W) = R(∂y)ᵀ x + ∂yᵀ Ṙx, R(∂b) = Σ_rows R(∂y), R(∂x) = R(∂y) W + ∂y V_W.
+template <class T>
+void backward_jvp_linear(const BackwardJvpArgs<T>& a) {
+    const Node<T>& in = a.input;
+    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
+    const std::size_t f = features(in.value);
+    const T* g = a.node.grad.data();
+    if (T* wp = a.direction.weight_product) {
+        parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), a.grad_tangent, in.value.data(),
+                         T(1), wp);
+        if (a.input_tangent)
+            parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), g, a.input_tangent, T(1), wp);
+    }
+    if (T* bp = a.direction.bias_product)
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < o; ++j) bp[j] += a.grad_tangent[i * o + j];
+    if (T* dx = a.input_grad_tangent) {
+        parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), a.grad_tangent,
+                         a.node.weight->data(), a.accumulate ? T(1) : T(0), dx);
+        if (a.direction.weight)
+            parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), g, a.direction.weight, T(1), dx);
+    }
+}
 
 // ---- exact diagonal -------------------------------------------------------------------
 
@@ -196,6 +240,8 @@ OpRules<T> linear_rules() {
     r.traits = {.parametric = true, .piecewise_linear = true, .positively_homogeneous = true,
                 .reads_input_flat = true};
     r.backward = backward_linear<T>;
+    r.jvp = jvp_linear<T>;
+    r.backward_jvp = backward_jvp_linear<T>;
     r.diag = linear_diag<T>;
     r.spec_token = "dense";
     r.spec_form = "dense:OUT[:nobias]";

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "minsharp/ops/diag_rule.hpp"
+#include "minsharp/ops/jvp.hpp"
 #include "minsharp/ops/layer.hpp"
 #include "minsharp/ops/spec.hpp"
 
@@ -51,8 +52,10 @@ struct OpRules {
     std::string_view layer_name;  ///< in messages about layers: "dense", "max-pool"
     OpTraits traits;
     BackwardRule<T> backward = nullptr;  ///< null: nothing flows back (the input)
-    // Forward-mode rules go here, beside backward, when second-order autodiff lands:
-    //   JvpRule<T> jvp; BackwardJvpRule<T> backward_jvp;
+    /// The R-operator pair (ops/jvp.hpp) for exact Hessian-vector products
+    /// (autograd/hvp.hpp); null: the kind has no second-order rules yet.
+    JvpRule<T> jvp = nullptr;
+    BackwardJvpRule<T> backward_jvp = nullptr;  ///< null for the input, like backward
     DiagRuleFactory<T> diag = nullptr;   ///< parametric kinds
     /// The diag rule keeps every pass's output gradient of a chunk (the driver bounds the
     /// chunk by CurvatureOptions::conv_buffer_bytes for these).
