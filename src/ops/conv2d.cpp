@@ -612,6 +612,26 @@ void Conv2d<T>::set_name(const std::string& prefix) {
     bias.name = prefix + ".bias";
 }
 
+// ---- unit geometry --------------------------------------------------------------------
+
+namespace {
+
+// One unit per output channel; each input channel holds k·k weights of a unit.
+template <class T>
+UnitGeometry<T> conv_unit_geometry(const Layer<T>& layer, const ActShape&) {
+    const auto& c = layer_as<Conv2d<T>>(layer);
+    const std::size_t kk = c.window.kernel * c.window.kernel;
+    return {.weight = &c.weight,
+            .bias = c.has_bias() ? &c.bias : nullptr,
+            .units = c.out_channels(),
+            .input_width = c.in_channels(),
+            .kernel_positions = kk,
+            .input_channels = c.in_channels(),
+            .entries_per_input_channel = kk};
+}
+
+}  // namespace
+
 // ---- registry row ---------------------------------------------------------------------
 
 template <class T>
@@ -626,6 +646,7 @@ OpRules<T> conv2d_rules() {
     r.jvp = jvp_conv2d<T>;
     r.backward_jvp = backward_jvp_conv2d<T>;
     r.diag = conv2d_diag<T>;
+    r.unit_geometry = conv_unit_geometry<T>;
     r.diag_keeps_pass_grads = true;
     r.spec_token = "conv";
     r.spec_form = "conv:OUT:K[:strideS][:padP][:nobias]";

@@ -229,6 +229,26 @@ void Dense<T>::set_name(const std::string& prefix) {
     bias.name = prefix + ".bias";
 }
 
+// ---- unit geometry --------------------------------------------------------------------
+
+namespace {
+
+// One unit per output feature; a (C, H, W) input read unflattened gives each input channel
+// H·W consecutive weights of a row.
+template <class T>
+UnitGeometry<T> dense_unit_geometry(const Layer<T>& layer, const ActShape& in) {
+    const auto& d = layer_as<Dense<T>>(layer);
+    return {.weight = &d.weight,
+            .bias = d.has_bias() ? &d.bias : nullptr,
+            .units = d.out_features(),
+            .input_width = d.in_features(),
+            .kernel_positions = 1,
+            .input_channels = in.c,
+            .entries_per_input_channel = in.h * in.w};
+}
+
+}  // namespace
+
 // ---- registry row ---------------------------------------------------------------------
 
 template <class T>
@@ -243,6 +263,7 @@ OpRules<T> linear_rules() {
     r.jvp = jvp_linear<T>;
     r.backward_jvp = backward_jvp_linear<T>;
     r.diag = linear_diag<T>;
+    r.unit_geometry = dense_unit_geometry<T>;
     r.spec_token = "dense";
     r.spec_form = "dense:OUT[:nobias]";
     r.parse = parse_dense<T>;
