@@ -69,7 +69,7 @@ void backward_cross_entropy(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// ---- tangents (R-operator, docs/second-order.md) of L = (1/N) Σ_i [logsumexp(z_i) − z_{i,y_i}]
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
 // Ṙ L = (1/N) Σ_i ⟨p_i − e_{y_i}, Ṙz_i⟩.
 template <class T>

@@ -49,7 +49,7 @@ void backward_flatten(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// ---- tangents (R-operator, docs/second-order.md) of a reshape ---------------------------
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
 template <class T>
 void jvp_flatten(const JvpArgs<T>& a) {

@@ -70,7 +70,7 @@ void backward_linear(Tape<T>& tape, NodeId id, bool parameter_grads) {
     }
 }
 
-// ---- tangents (R-operator, docs/second-order.md) of y = x Wᵀ + b ----------------------
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
 // Ṙy = Ṙx Wᵀ + x V_Wᵀ + V_b.
 template <class T>

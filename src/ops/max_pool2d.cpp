@@ -137,9 +137,7 @@ void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in, in.relu);
 }
 
-// ---- relu / flatten -------------------------------------------------------------------
-
-// ---- tangents (R-operator, docs/second-order.md) of y = x[argmax] -----------------------
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
 // Ṙy = Ṙx[argmax]: away from ties the winner of each window does not move.
 template <class T>

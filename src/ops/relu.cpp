@@ -63,7 +63,7 @@ void backward_relu(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// ---- tangents (R-operator, docs/second-order.md) of y = max(x, 0) -----------------------
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
 template <class T>
 void jvp_relu(const JvpArgs<T>& a) {
