@@ -319,8 +319,8 @@ def _next_shape(shape, kind, out=None, k=None, s=1, p=0):
 
 
 def spec_from_sequential(model, input_shape=MNIST_INPUT):
-    """minsharp's spec string for an nn.Sequential of Linear, Conv2d, MaxPool2d, ReLU and
-    Flatten (nested Sequentials allowed). Raises InteropError for any other module, or for
+    """minsharp's spec string for an nn.Sequential of Linear, Conv2d, MaxPool2d, AvgPool2d,
+    ReLU and Flatten (nested Sequentials allowed). Raises InteropError for any other module, or for
     options minsharp lacks, naming the layer. Shapes are checked along the way."""
     nn = _torch().nn
     if not isinstance(model, nn.Sequential):
@@ -365,6 +365,15 @@ def spec_from_sequential(model, input_shape=MNIST_INPUT):
                                    "the defaults for minsharp" % layer)
             tokens.append("maxpool:%d:%d" % (k, s))
             shape = _next_shape(shape, "pool", k=k, s=s)
+        elif isinstance(m, nn.AvgPool2d):
+            k = _square(m.kernel_size, "kernel_size", layer)
+            s = _square(m.stride if m.stride is not None else m.kernel_size, "stride", layer)
+            if _square(m.padding, "padding", layer) != 0 or m.ceil_mode or \
+                    m.divisor_override is not None:
+                raise InteropError("%s: padding, ceil_mode and divisor_override must be the "
+                                   "defaults for minsharp" % layer)
+            tokens.append("avgpool:%d:%d" % (k, s))
+            shape = _next_shape(shape, "pool", k=k, s=s)
         elif isinstance(m, nn.ReLU):
             tokens.append("relu")
         elif isinstance(m, nn.Flatten):
@@ -374,7 +383,7 @@ def spec_from_sequential(model, input_shape=MNIST_INPUT):
             shape = _next_shape(shape, "flat")
         else:
             raise InteropError("%s: minsharp has no such layer (supported: Linear, Conv2d, "
-                               "MaxPool2d, ReLU, Flatten)" % layer)
+                               "MaxPool2d, AvgPool2d, ReLU, Flatten)" % layer)
         if min(shape) < 1:
             raise InteropError("%s: output shape %s is empty for input %s"
                                % (layer, shape, tuple(input_shape)))
@@ -432,15 +441,15 @@ def sequential_from_spec(spec, input_shape=MNIST_INPUT):
                 k = _positive(f[2], token)
                 modules.append(nn.Conv2d(shape[0], out, k, stride=stride, padding=pad, bias=bias))
                 shape = _next_shape(shape, "conv", out, k, stride, pad)
-        elif kind == "maxpool":
+        elif kind in ("maxpool", "avgpool"):
             if len(f) != 3:
-                raise InteropError("model spec: token '%s': expected maxpool:K:S" % token)
+                raise InteropError("model spec: token '%s': expected %s:K:S" % (token, kind))
             k, s = _positive(f[1], token), _positive(f[2], token)
-            modules.append(nn.MaxPool2d(k, s))
+            modules.append(nn.MaxPool2d(k, s) if kind == "maxpool" else nn.AvgPool2d(k, s))
             shape = _next_shape(shape, "pool", k=k, s=s)
         else:
             raise InteropError("model spec: token '%s': unknown layer (expected dense, conv, "
-                               "maxpool, relu or flatten)" % token)
+                               "maxpool, avgpool, relu or flatten)" % token)
         if min(shape) < 1:
             raise InteropError("model spec: token '%s': output is empty for input %s"
                                % (token, tuple(input_shape)))

@@ -42,13 +42,17 @@ cnn = nn.Sequential(nn.Conv2d(1, 2, 5, stride=3, padding=1), nn.ReLU(), nn.MaxPo
 torch.save(mlp, sys.argv[1] + "/mlp.pt")
 torch.save(cnn, sys.argv[1] + "/cnn.pt")
 torch.save(cnn.state_dict(), sys.argv[1] + "/cnn_state.pt")
+avg = nn.Sequential(nn.Conv2d(1, 2, 5, stride=3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                    nn.Flatten(), nn.Linear(2 * 4 * 4, 10))
+torch.save(avg, sys.argv[1] + "/avg.pt")
 EOF
 
 declare -A want_spec=(
   [mlp]="flatten,dense:3,relu,dense:10"
   [cnn]="conv:2:5:stride3:pad1,relu,maxpool:2:2,flatten,dense:10"
+  [avg]="conv:2:5:stride3:pad1,relu,avgpool:2:2,flatten,dense:10"
 )
-for m in mlp cnn; do
+for m in mlp cnn avg; do
   spec=$("$py" "$tool" spec "$tmp/$m.pt") || fail "spec of $m.pt failed"
   [ "$spec" = "${want_spec[$m]}" ] || fail "spec of $m.pt is '$spec', expected '${want_spec[$m]}'"
   out=$("$py" "$tool" export "$tmp/$m.pt" "$tmp/$m.safetensors" 2>&1) || fail "export $m: $out"
@@ -71,7 +75,7 @@ tmp = sys.argv[1]
 images, labels = mt.load_mnist(os.environ["MINSHARP_MNIST"], "train")
 x = torch.from_numpy(images[:20].copy()).double()
 y = torch.from_numpy(labels[:20].copy())
-for name in ("mlp", "cnn"):
+for name in ("mlp", "cnn", "avg"):
     model = torch.load("%s/%s.pt" % (tmp, name)).double()
     params = list(model.parameters())
     loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -151,7 +155,7 @@ expect_error "not a safetensors file" "$py" "$tool" show "$tmp/mlp.pt"
 expect_error "error" "$sharpness" --checkpoint "$tmp/mlp.pt" --model "${want_spec[mlp]}" --n 20 --quiet
 
 # ---- minsharp -> PyTorch -------------------------------------------------------------------
-for model in small-cnn "flatten,dense:16,relu,dense:10:nobias"; do
+for model in small-cnn "flatten,dense:16,relu,dense:10:nobias" "conv:4:5,relu,avgpool:3:2,dense:10"; do
   dir=$tmp/run-${model//[^a-z0-9]/_}
   "$train" --model "$model" --train-size 256 --test-size 300 --epochs 1 --batch-size 64 \
     --seed 3 --threads 1 --out "$dir" --quiet >/dev/null || fail "training $model failed"

@@ -3,6 +3,7 @@
 
 #include "minsharp/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
+#include "minsharp/sharpness/structure.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -336,13 +337,16 @@ BOOST_AUTO_TEST_CASE(results_report_traces_per_tensor_and_layer) {
     BOOST_TEST(h.at("layer1.weight").shape == Shape({20, 20, 5, 5}));
     BOOST_TEST(h.at("layer1.weight").values.size() == 10000u);
     BOOST_CHECK_THROW(h.at("layer9.weight"), Error);
-    const auto layers = h.layer_traces();
+    // Per layer, the structure's view holds exactly the diagonal of its weight and bias.
+    const auto layers = ParametricStructure<double>(model).layer_diags(h);
     BOOST_REQUIRE_EQUAL(layers.size(), 3u);
-    BOOST_TEST(layers[1].layer == "layer1");
-    BOOST_TEST(layers[1].weight == h.at("layer1.weight").trace());
-    BOOST_TEST(layers[1].bias == h.at("layer1.bias").trace());
+    BOOST_TEST(layers[1].name == "layer1");
+    BOOST_TEST(layers[1].weight == h.at("layer1.weight").values);
+    BOOST_TEST(layers[1].bias == h.at("layer1.bias").values);
+    BOOST_TEST(layers[1].weight_trace() == h.at("layer1.weight").trace(),
+               boost::test_tools::tolerance(1e-12));
     double total = 0;
-    for (const auto& l : layers) total += l.total();
+    for (const auto& l : layers) total += l.weight_trace() + l.bias_trace();
     BOOST_TEST(total == h.trace(), boost::test_tools::tolerance(1e-12));
     for (const double v : h.flat()) BOOST_TEST_REQUIRE(v >= 0);  // a sum of squares
     BOOST_TEST(h.seconds > 0);

@@ -29,6 +29,11 @@ const ActShape all_ops_input{2, 8, 8};
 // A strided, padded conv and a dense layer reading a conv's output directly.
 const char* const strided_cnn = "conv:4:3:stride2:pad1,relu,conv:3:2,relu,flatten,dense:6:nobias,relu,dense:4";
 const ActShape strided_input{1, 9, 9};
+// Average pooling, with non-overlapping and overlapping windows, before a conv and before
+// a dense layer.
+const char* const avgpool_cnn =
+    "conv:3:3:pad1,relu,avgpool:2:2,conv:4:2,relu,avgpool:2:1,flatten,dense:5,relu,dense:3";
+const ActShape avgpool_input{2, 8, 8};
 const char* const small_mlp = "flatten,dense:7,relu,dense:6,relu,dense:4";
 const ActShape small_mlp_input{1, 4, 4};
 
@@ -233,6 +238,20 @@ BOOST_AUTO_TEST_CASE(diagonal_entries_match_exact_diag_hessian) {
 
 // ⟨u, H v⟩ = ⟨H u, v⟩ for every zoo network: the forward-over-reverse product of a
 // symmetric matrix must be symmetric to rounding.
+BOOST_AUTO_TEST_CASE(avgpool_network_matches_central_differences_and_is_symmetric) {
+    check_against_differences(avgpool_cnn, avgpool_input, 3);
+    auto model = make_model<double>(avgpool_cnn, 5, avgpool_input);
+    const auto batch = random_batch(6, avgpool_input, 3, 61);
+    HessianVectorProduct<double> hvp(model, batch.x, batch.y);
+    const auto u = normal_vector(hvp.dimension(), 3), v = normal_vector(hvp.dimension(), 4);
+    std::vector<double> hu(u.size()), hv(v.size());
+    hvp.apply(u, hu);
+    hvp.apply(v, hv);
+    const double uhv = dot(u, hv), huv = dot(hu, v);
+    BOOST_TEST(std::abs(uhv) > 0);
+    BOOST_TEST(std::abs(uhv - huv) <= 1e-12 * std::abs(uhv));
+}
+
 BOOST_AUTO_TEST_CASE(symmetric_for_every_zoo_model) {
     for (const auto& name : zoo_names()) {
         BOOST_TEST_CONTEXT(name) {

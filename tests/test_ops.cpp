@@ -462,3 +462,17 @@ BOOST_AUTO_TEST_CASE(avg_pool_shape_errors_name_the_problem) {
     BOOST_CHECK_THROW(AvgPool2d<double>(0, 1), ShapeError);
     BOOST_CHECK_THROW(AvgPool2d<double>(2, 65), Error);
 }
+
+// A kind added without its second-order rules would make every Hessian-vector product over
+// a network using it fail, and a parametric kind without its unit geometry would be
+// invisible to rescaling and the per-layer measures: the registry must be complete.
+BOOST_AUTO_TEST_CASE(every_registered_kind_has_its_second_order_and_structure_rules) {
+    for (const OpRules<double>& r : all_op_rules<double>()) {
+        BOOST_TEST_CONTEXT(r.name) {
+            BOOST_TEST(r.jvp != nullptr);
+            BOOST_TEST((r.backward_jvp != nullptr) == (r.backward != nullptr));
+            BOOST_TEST((r.unit_geometry != nullptr) == r.traits.parametric);
+            BOOST_TEST((r.diag != nullptr) == r.traits.parametric);
+        }
+    }
+}

@@ -1,386 +1,45 @@
-// The R-operator rules of every op (one pair per OpKind, each reading only its node, its
-// input node, their tangents and its own parameters' direction) and the Hessian-vector
-// product driver. docs/second-order.md derives each rule.
+// The Hessian-vector product driver: the two tangent passes over a recorded tape, each node
+// dispatched through its kind's OpRules row (jvp, backward_jvp). The rules themselves live
+// in their op files under src/ops/, beside each op's backward; docs/second-order.md
+// derives them.
 #include "minsharp/autograd/hvp.hpp"
 
 #include "minsharp/checked.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/ops/registry.hpp"
 
 #include <algorithm>
 #include <cstring>
 
 namespace minsharp::autograd {
 
-namespace {
-
-std::size_t features(const auto& t) { return t.shape()[1] * t.shape()[2] * t.shape()[3]; }
-
-std::size_t parts_for(std::size_t items) {
-    return std::max<std::size_t>(1, std::min<std::size_t>(items, std::size_t(worker_threads())));
-}
-
-// Where the ReLU of a value y is inactive (y ≤ 0, or NaN as the forward treats it), its
-// tangent and its gradient's tangent are zero: R of the 0/1 mask is zero away from kinks.
-template <class T>
-void mask_inactive(const T* __restrict y, T* __restrict t, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) t[i] = y[i] > T(0) ? t[i] : T(0);
-}
-
-// Per-part sums of parameter products, added up in part order afterwards so that results
-// depend on the number of parts only, not on thread timing.
-template <class T>
-std::vector<std::vector<T>>& partial_sums(std::size_t parts, std::size_t size) {
-    thread_local std::vector<std::vector<T>> partial;
-    partial.resize(parts);
-    for (auto& p : partial) p.assign(size, T(0));
-    return partial;
-}
-
-template <class T>
-std::vector<T>& scratch(std::size_t size) {
-    thread_local std::vector<T> buffer;
-    if (buffer.size() < size) buffer.resize(size);
-    return buffer;
-}
-
-}  // namespace
-
-// ---- input ----------------------------------------------------------------------------
-
-// The data do not depend on the parameters.
-template <class T>
-void jvp_input(const JvpArgs<T>& a) {
-    std::fill_n(a.tangent, a.node.value.size(), T(0));
-}
-
-// ---- linear: y = x Wᵀ + b --------------------------------------------------------------
-
-// Ṙy = Ṙx Wᵀ + x V_Wᵀ + V_b.
-template <class T>
-void jvp_linear(const JvpArgs<T>& a) {
-    const Node<T>& in = *a.input;
-    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
-    const std::size_t f = features(in.value);
-    for (std::size_t i = 0; i < n; ++i)
-        if (a.direction.bias)
-            std::memcpy(a.tangent + i * o, a.direction.bias, o * sizeof(T));
-        else
-            std::fill_n(a.tangent + i * o, o, T(0));
-    if (a.direction.weight)
-        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), in.value.data(),
-                         a.direction.weight, T(1), a.tangent);
-    if (a.input_tangent)
-        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), a.input_tangent,
-                         a.node.weight->data(), T(1), a.tangent);
-}
-
-// ∂W = ∂yᵀ x, ∂b = Σ_rows ∂y, ∂x = ∂y W; so
-// R(∂W) = R(∂y)ᵀ x + ∂yᵀ Ṙx, R(∂b) = Σ_rows R(∂y), R(∂x) = R(∂y) W + ∂y V_W.
-template <class T>
-void backward_jvp_linear(const BackwardJvpArgs<T>& a) {
-    const Node<T>& in = a.input;
-    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
-    const std::size_t f = features(in.value);
-    const T* g = a.node.grad.data();
-    if (T* wp = a.direction.weight_product) {
-        parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), a.grad_tangent, in.value.data(),
-                         T(1), wp);
-        if (a.input_tangent)
-            parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), g, a.input_tangent, T(1), wp);
-    }
-    if (T* bp = a.direction.bias_product)
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < o; ++j) bp[j] += a.grad_tangent[i * o + j];
-    if (T* dx = a.input_grad_tangent) {
-        parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), a.grad_tangent,
-                         a.node.weight->data(), a.accumulate ? T(1) : T(0), dx);
-        if (a.direction.weight)
-            parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), g, a.direction.weight, T(1), dx);
-    }
-}
-
-// ---- conv2d (optionally with a fused ReLU) --------------------------------------------
-
-namespace {
-
-// Sizes of a recorded convolution (checked when it was recorded).
-struct ConvGeometry {
-    std::size_t n, c, h, w, o, k, plane;
-    std::size_t patch() const { return c * k * k; }
-    std::size_t image_in() const { return c * h * w; }
-    std::size_t image_out() const { return o * plane; }
-};
-
-template <class T>
-ConvGeometry conv_geometry(const Node<T>& node, const Node<T>& in) {
-    const auto& s = in.value.shape();
-    const auto& y = node.value.shape();
-    return {s[0], s[1], s[2], s[3], y[1], node.window.kernel, y[2] * y[3]};
-}
-
-template <class T>
-void im2col_image(const ConvGeometry& d, const Window& win, const T* images, std::size_t i,
-                  T* cols) {
-    im2col(images + i * d.image_in(), d.c, d.h, d.w, win, cols, d.plane, 0);
-}
-
-// Runs image(part, i) for every image, the batch split into one contiguous part per worker.
-template <class F>
-void for_images(std::size_t n, std::size_t parts, F&& image) {
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(n, parts, part);
-        for (std::size_t i = begin; i < end; ++i) image(part, i);
-    });
-}
-
-}  // namespace
-
-// Ṙy = W ⋆ Ṙx + V_W ⋆ x + V_b (⋆: the convolution, as im2col and a GEMM per image); with a
-// fused ReLU, masked where the value is inactive.
-template <class T>
-void jvp_conv2d(const JvpArgs<T>& a) {
-    const Node<T>& in = *a.input;
-    const ConvGeometry d = conv_geometry(a.node, in);
-    const Window& win = a.node.window;
-    for_images(d.n, parts_for(d.n), [&](std::size_t, std::size_t i) {
-        T* cols = scratch<T>(d.patch() * d.plane).data();
-        T* y = a.tangent + i * d.image_out();
-        T beta = T(0);
-        if (a.direction.weight) {
-            im2col_image(d, win, in.value.data(), i, cols);
-            gemm<T>(Trans::No, Trans::No, d.o, d.plane, d.patch(), T(1), a.direction.weight,
-                    d.patch(), cols, d.plane, beta, y, d.plane);
-            beta = T(1);
-        }
-        if (a.input_tangent) {
-            im2col_image(d, win, a.input_tangent, i, cols);
-            gemm<T>(Trans::No, Trans::No, d.o, d.plane, d.patch(), T(1), a.node.weight->data(),
-                    d.patch(), cols, d.plane, beta, y, d.plane);
-            beta = T(1);
-        }
-        if (beta == T(0)) std::fill_n(y, d.image_out(), T(0));
-        if (a.direction.bias)
-            for (std::size_t c = 0; c < d.o; ++c)
-                for (std::size_t p = 0; p < d.plane; ++p) y[c * d.plane + p] += a.direction.bias[c];
-        if (a.node.relu) mask_inactive(a.node.value.data() + i * d.image_out(), y, d.image_out());
-    });
-}
-
-// With the pre-activation gradient g (node.grad after the tape's backward) and its tangent
-// r = mask ⊙ R(∂y): R(∂W) = r ⊗ im2col(x) + g ⊗ im2col(Ṙx), R(∂b) = Σ r,
-// R(∂x) = col2im(Wᵀ r + V_Wᵀ g).
-template <class T>
-void backward_jvp_conv2d(const BackwardJvpArgs<T>& a) {
-    const Node<T>& in = a.input;
-    const ConvGeometry d = conv_geometry(a.node, in);
-    const Window& win = a.node.window;
-    const std::size_t parts = parts_for(d.n);
-    const std::size_t wsize = a.direction.weight_product ? a.node.weight->size() : 0;
-    const std::size_t bsize = a.direction.bias_product ? a.node.bias->size() : 0;
-    auto& partial = partial_sums<T>(wsize + bsize > 0 ? parts : 0, wsize + bsize);
-    for_images(d.n, parts, [&](std::size_t part, std::size_t i) {
-        T* cols = scratch<T>(d.patch() * d.plane).data();
-        T* r = a.grad_tangent + i * d.image_out();
-        const T* g = a.node.grad.data() + i * d.image_out();
-        if (a.node.relu) mask_inactive(a.node.value.data() + i * d.image_out(), r, d.image_out());
-        if (wsize) {
-            T* wp = partial[part].data();
-            im2col_image(d, win, in.value.data(), i, cols);
-            gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), d.plane, T(1), r, d.plane, cols,
-                    d.plane, T(1), wp, d.patch());
-            if (a.input_tangent) {
-                im2col_image(d, win, a.input_tangent, i, cols);
-                gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), d.plane, T(1), g, d.plane, cols,
-                        d.plane, T(1), wp, d.patch());
-            }
-        }
-        if (bsize) {
-            T* bp = partial[part].data() + wsize;
-            for (std::size_t c = 0; c < d.o; ++c)
-                for (std::size_t p = 0; p < d.plane; ++p) bp[c] += r[c * d.plane + p];
-        }
-        if (T* dx = a.input_grad_tangent) {
-            gemm<T>(Trans::Yes, Trans::No, d.patch(), d.plane, d.o, T(1), a.node.weight->data(),
-                    d.patch(), r, d.plane, T(0), cols, d.plane);
-            if (a.direction.weight)
-                gemm<T>(Trans::Yes, Trans::No, d.patch(), d.plane, d.o, T(1), a.direction.weight,
-                        d.patch(), g, d.plane, T(1), cols, d.plane);
-            T* image = dx + i * d.image_in();
-            if (!a.accumulate) std::fill_n(image, d.image_in(), T(0));
-            col2im_add(cols, d.plane, 0, d.c, d.h, d.w, win, image);
-        }
-    });
-    for (const auto& p : partial) {
-        for (std::size_t j = 0; j < wsize; ++j) a.direction.weight_product[j] += p[j];
-        for (std::size_t j = 0; j < bsize; ++j) a.direction.bias_product[j] += p[wsize + j];
-    }
-}
-
-// ---- max_pool2d: y = x[argmax] ---------------------------------------------------------
-
-// Ṙy = Ṙx[argmax]: away from ties the winner of each window does not move.
-template <class T>
-void jvp_max_pool2d(const JvpArgs<T>& a) {
-    const std::size_t n = a.node.value.size();
-    if (!a.input_tangent) {
-        std::fill_n(a.tangent, n, T(0));
-        return;
-    }
-    const std::uint32_t* argmax = a.node.argmax.data();
-    parallel_ranges(n, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i) a.tangent[i] = a.input_tangent[argmax[i]];
-    });
-}
-
-// R(∂x) = scatter of R(∂y) to the argmax (the backward's own rule: it is linear in ∂y with
-// a locally constant argmax).
-template <class T>
-void backward_jvp_max_pool2d(const BackwardJvpArgs<T>& a) {
-    T* dx = a.input_grad_tangent;
-    if (!dx) return;
-    // An output plane's argmax points into its own input plane: planes are independent.
-    const auto& s = a.node.value.shape();
-    const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
-    const std::size_t in_plane = a.input.value.shape()[2] * a.input.value.shape()[3];
-    const std::size_t parts = a.node.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(planes, parts, part);
-        for (std::size_t p = begin; p < end; ++p) {
-            if (!a.accumulate) std::fill_n(dx + p * in_plane, in_plane, T(0));
-            const T* r = a.grad_tangent + p * plane;
-            const std::uint32_t* argmax = a.node.argmax.data() + p * plane;
-            for (std::size_t i = 0; i < plane; ++i) dx[argmax[i]] += r[i];
-        }
-    });
-}
-
-// ---- relu: y = max(x, 0) --------------------------------------------------------------
-
-template <class T>
-void jvp_relu(const JvpArgs<T>& a) {
-    const std::size_t n = a.node.value.size();
-    if (!a.input_tangent) {
-        std::fill_n(a.tangent, n, T(0));
-        return;
-    }
-    const T* y = a.node.value.data();
-    parallel_ranges(n, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i)
-            a.tangent[i] = y[i] > T(0) ? a.input_tangent[i] : T(0);
-    });
-}
-
-// ∂x = mask ⊙ ∂y with the mask locally constant: R(∂x) = mask ⊙ R(∂y).
-template <class T>
-void backward_jvp_relu(const BackwardJvpArgs<T>& a) {
-    T* dx = a.input_grad_tangent;
-    if (!dx) return;
-    const T* y = a.node.value.data();
-    const T* r = a.grad_tangent;
-    parallel_ranges(a.node.value.size(), [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i) {
-            const T v = y[i] > T(0) ? r[i] : T(0);
-            dx[i] = a.accumulate ? dx[i] + v : v;
-        }
-    });
-}
-
-// ---- flatten: a reshape ---------------------------------------------------------------
-
-template <class T>
-void jvp_flatten(const JvpArgs<T>& a) {
-    const std::size_t n = a.node.value.size();
-    if (!a.input_tangent) {
-        std::fill_n(a.tangent, n, T(0));
-        return;
-    }
-    std::copy_n(a.input_tangent, n, a.tangent);
-}
-
-template <class T>
-void backward_jvp_flatten(const BackwardJvpArgs<T>& a) {
-    T* dx = a.input_grad_tangent;
-    if (!dx) return;
-    const std::size_t n = a.node.value.size();
-    if (a.accumulate)
-        for (std::size_t i = 0; i < n; ++i) dx[i] += a.grad_tangent[i];
-    else
-        std::copy_n(a.grad_tangent, n, dx);
-}
-
-// ---- cross_entropy: L = (1/N) Σ_i [logsumexp(z_i) − z_{i,y_i}] -------------------------
-
-// Ṙ L = (1/N) Σ_i ⟨p_i − e_{y_i}, Ṙz_i⟩.
-template <class T>
-void jvp_cross_entropy(const JvpArgs<T>& a) {
-    const std::size_t n = a.node.probabilities.shape()[0], k = a.node.probabilities.shape()[1];
-    double sum = 0;
-    if (a.input_tangent)
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < k; ++j)
-                sum += (double(a.node.probabilities(i, j)) - (a.node.labels[i] == int(j))) *
-                       double(a.input_tangent[i * k + j]);
-    a.tangent[0] = static_cast<T>(sum / double(n));
-}
-
-// ∂z_i = s (p_i − e_{y_i}) / N with s the seed (∂ of whatever is above the loss, a
-// constant): R(∂z_i) = s (diag(p_i) − p_i p_iᵀ) Ṙz_i / N = s p_i ⊙ (Ṙz_i − ⟨p_i, Ṙz_i⟩) / N,
-// the softmax Jacobian applied to the logits' tangent.
-template <class T>
-void backward_jvp_cross_entropy(const BackwardJvpArgs<T>& a) {
-    T* dz = a.input_grad_tangent;
-    if (!dz) return;
-    const std::size_t n = a.node.probabilities.shape()[0], k = a.node.probabilities.shape()[1];
-    const T scale = a.node.grad(0, 0, 0, 0) / static_cast<T>(n);
-    const T* p = a.node.probabilities.data();
-    const T* zt = a.input_tangent;
-    for (std::size_t i = 0; i < n; ++i) {
-        T mean = 0;
-        if (zt)
-            for (std::size_t j = 0; j < k; ++j) mean += p[i * k + j] * zt[i * k + j];
-        for (std::size_t j = 0; j < k; ++j) {
-            const T v = zt ? scale * p[i * k + j] * (zt[i * k + j] - mean) : T(0);
-            dz[i * k + j] = a.accumulate ? dz[i * k + j] + v : v;
-        }
-    }
-}
-
-// ---- dispatch -------------------------------------------------------------------------
-
-template <class T>
-void jvp_op(const JvpArgs<T>& a) {
-    switch (a.node.kind) {
-        case OpKind::Input: return jvp_input(a);
-        case OpKind::Linear: return jvp_linear(a);
-        case OpKind::Conv2d: return jvp_conv2d(a);
-        case OpKind::MaxPool2d: return jvp_max_pool2d(a);
-        case OpKind::ReLU: return jvp_relu(a);
-        case OpKind::Flatten: return jvp_flatten(a);
-        case OpKind::CrossEntropy: return jvp_cross_entropy(a);
-    }
-}
-
-template <class T>
-void backward_jvp_op(const BackwardJvpArgs<T>& a) {
-    switch (a.node.kind) {
-        case OpKind::Linear: return backward_jvp_linear(a);
-        case OpKind::Conv2d: return backward_jvp_conv2d(a);
-        case OpKind::MaxPool2d: return backward_jvp_max_pool2d(a);
-        case OpKind::ReLU: return backward_jvp_relu(a);
-        case OpKind::Flatten: return backward_jvp_flatten(a);
-        case OpKind::CrossEntropy: return backward_jvp_cross_entropy(a);
-        case OpKind::Input: return;
-    }
-}
-
 // ---- the two tangent passes -----------------------------------------------------------
 
 namespace {
+
+std::size_t features(const auto& t) { return t.shape()[1] * t.shape()[2] * t.shape()[3]; }
 
 template <class T>
 T* sized(std::vector<T>& buffer, std::size_t size) {
     if (buffer.size() < size) buffer.resize(size);
     return buffer.data();
+}
+
+// A kind without second-order rules cannot be part of a network whose H v is asked for.
+template <class T>
+JvpRule<T> jvp_rule(OpKind kind) {
+    const OpRules<T>& r = op_rules<T>(kind);
+    if (!r.jvp)
+        throw Error("Hessian-vector product: op '" + std::string(r.name) + "' has no JVP rule");
+    return r.jvp;
+}
+
+template <class T>
+BackwardJvpRule<T> backward_jvp_rule(OpKind kind) {
+    const OpRules<T>& r = op_rules<T>(kind);
+    if (!r.backward_jvp)
+        throw Error("Hessian-vector product: op '" + std::string(r.name) +
+                    "' has no backward JVP rule");
+    return r.backward_jvp;
 }
 
 // A node's value depends on the parameters exactly when the tape says it needs a
@@ -393,7 +52,8 @@ void tangent_forward(const Tape<T>& tape, NodeId loss,
         if (!node.needs_grad) continue;
         const Node<T>* in = node.input == no_node ? nullptr : &tape.node(node.input);
         const T* in_tangent = in && in->needs_grad ? t.value[node.input].data() : nullptr;
-        jvp_op<T>({node, in, in_tangent, directions[id], sized(t.value[id], node.value.size())});
+        jvp_rule<T>(node.kind)({node, in, in_tangent, directions[id],
+                                sized(t.value[id], node.value.size())});
     }
 }
 
@@ -412,8 +72,8 @@ void tangent_backward(const Tape<T>& tape, NodeId loss,
         const Node<T>& in = tape.node(node.input);
         const T* in_tangent = in.needs_grad ? t.value[node.input].data() : nullptr;
         T* in_grad = in.needs_grad ? sized(t.grad[node.input], in.value.size()) : nullptr;
-        backward_jvp_op<T>({node, in, in_tangent, t.grad[id].data(), directions[id], in_grad,
-                            t.grad_written[node.input] != 0});
+        backward_jvp_rule<T>(node.kind)({node, in, in_tangent, t.grad[id].data(), directions[id],
+                                         in_grad, t.grad_written[node.input] != 0});
         if (in.needs_grad) t.grad_written[node.input] = 1;
     }
 }
@@ -597,21 +257,6 @@ void hessian_vector_product(Sequential<T>& model, const Tensor4<T>& x,
 }
 
 #define MINSHARP_INSTANTIATE_HVP(T)                                                          \
-    template void jvp_input<T>(const JvpArgs<T>&);                                           \
-    template void jvp_linear<T>(const JvpArgs<T>&);                                          \
-    template void backward_jvp_linear<T>(const BackwardJvpArgs<T>&);                         \
-    template void jvp_conv2d<T>(const JvpArgs<T>&);                                          \
-    template void backward_jvp_conv2d<T>(const BackwardJvpArgs<T>&);                         \
-    template void jvp_max_pool2d<T>(const JvpArgs<T>&);                                      \
-    template void backward_jvp_max_pool2d<T>(const BackwardJvpArgs<T>&);                     \
-    template void jvp_relu<T>(const JvpArgs<T>&);                                            \
-    template void backward_jvp_relu<T>(const BackwardJvpArgs<T>&);                           \
-    template void jvp_flatten<T>(const JvpArgs<T>&);                                         \
-    template void backward_jvp_flatten<T>(const BackwardJvpArgs<T>&);                        \
-    template void jvp_cross_entropy<T>(const JvpArgs<T>&);                                   \
-    template void backward_jvp_cross_entropy<T>(const BackwardJvpArgs<T>&);                  \
-    template void jvp_op<T>(const JvpArgs<T>&);                                              \
-    template void backward_jvp_op<T>(const BackwardJvpArgs<T>&);                             \
     template void tangent_passes<T>(const Tape<T>&, NodeId, std::span<const NodeDirection<T>>, \
                                     NodeTangents<T>&);                                       \
     template class HessianVectorProduct<T>;                                                  \

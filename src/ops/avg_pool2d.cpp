@@ -103,7 +103,33 @@ void backward_avg_pool2d(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// (A JVP rule for avg_pool2d goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+// Average pooling is linear in its input and has no parameters: Ṙy = avg_pool(Ṙx).
+template <class T>
+void jvp_avg_pool2d(const JvpArgs<T>& a) {
+    if (!a.input_tangent) {
+        std::fill_n(a.tangent, a.node.value.size(), T(0));
+        return;
+    }
+    const PoolDims d = pool_dims(*a.input, a.node.window);
+    for_planes(d.planes, a.input->value.size(), [&](std::size_t p) {
+        avg_pool_plane(a.input_tangent + p * d.h * d.w, d, a.node.window,
+                       a.tangent + p * d.ho * d.wo);
+    });
+}
+
+// The backward is linear in ∂y with fixed weights 1/K²: R(∂x) = backward(R(∂y)).
+template <class T>
+void backward_jvp_avg_pool2d(const BackwardJvpArgs<T>& a) {
+    T* dx = a.input_grad_tangent;
+    if (!dx) return;
+    const PoolDims d = pool_dims(a.input, a.node.window);
+    for_planes(d.planes, a.input.value.size(), [&](std::size_t p) {
+        avg_pool_backward_plane(a.grad_tangent + p * d.ho * d.wo, d, a.node.window, a.accumulate,
+                                dx + p * d.h * d.w);
+    });
+}
 
 // ---- layer ----------------------------------------------------------------------------
 
@@ -144,6 +170,8 @@ OpRules<T> avg_pool2d_rules() {
     r.layer_name = "avg-pool";
     r.traits = {.piecewise_linear = true, .positively_homogeneous = true};
     r.backward = backward_avg_pool2d<T>;
+    r.jvp = jvp_avg_pool2d<T>;
+    r.backward_jvp = backward_jvp_avg_pool2d<T>;
     r.spec_token = "avgpool";
     r.spec_form = "avgpool:K:S";
     r.parse = parse_avgpool<T>;

@@ -48,6 +48,17 @@ inline std::size_t checked_output_extent(const Window& win, std::size_t extent,
     return win.output_extent(extent, what);
 }
 
+// A layer reached through its kind's registry row as the op file's own class. A layer
+// class of another file claiming the kind is a programming error, reported by name.
+template <class L, class T>
+const L& layer_as(const Layer<T>& layer) {
+    const auto* own = dynamic_cast<const L*>(&layer);
+    if (!own)
+        throw Error("layer '" + layer.spec() + "' has kind " + to_string(layer.kind()) +
+                    " but is not that kind's layer class");
+    return *own;
+}
+
 // ---- layer construction ---------------------------------------------------------------
 
 template <class T>

@@ -255,7 +255,114 @@ void backward_conv2d(Tape<T>& tape, NodeId id, bool parameter_grads) {
     }
 }
 
-// (A JVP rule for conv2d goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+// The sizes of a recorded convolution (checked when it was recorded).
+template <class T>
+ConvDims recorded_dims(const Node<T>& node, const Node<T>& in) {
+    const auto& s = in.value.shape();
+    const auto& y = node.value.shape();
+    return {s[0], s[1], s[2], s[3], y[1], node.window.kernel, y[2], y[3]};
+}
+
+// One image's im2col matrix for the tangent rules, per thread: the workers run images
+// concurrently.
+template <class T>
+T* tangent_cols(std::size_t size) {
+    thread_local std::vector<T> buffer;
+    if (buffer.size() < size) buffer.resize(size);
+    return buffer.data();
+}
+
+template <class T>
+void im2col_image(const ConvDims& d, const Window& win, const T* images, std::size_t i,
+                  T* cols) {
+    im2col(images + i * d.image_in(), d.c, d.h, d.w, win, cols, d.plane(), 0);
+}
+
+// Ṙy = W ⋆ Ṙx + V_W ⋆ x + V_b (⋆: the convolution, as im2col and a GEMM per image); with a
+// fused ReLU, masked where the value is inactive.
+template <class T>
+void jvp_conv2d(const JvpArgs<T>& a) {
+    const Node<T>& in = *a.input;
+    const ConvDims d = recorded_dims(a.node, in);
+    const Window& win = a.node.window;
+    for_images(d, parts_for(d.n), [&](std::size_t, std::size_t i) {
+        T* cols = tangent_cols<T>(d.patch() * d.plane());
+        T* y = a.tangent + i * d.image_out();
+        T beta = T(0);
+        if (a.direction.weight) {
+            im2col_image(d, win, in.value.data(), i, cols);
+            gemm<T>(Trans::No, Trans::No, d.o, d.plane(), d.patch(), T(1), a.direction.weight,
+                    d.patch(), cols, d.plane(), beta, y, d.plane());
+            beta = T(1);
+        }
+        if (a.input_tangent) {
+            im2col_image(d, win, a.input_tangent, i, cols);
+            gemm<T>(Trans::No, Trans::No, d.o, d.plane(), d.patch(), T(1),
+                    a.node.weight->data(), d.patch(), cols, d.plane(), beta, y, d.plane());
+            beta = T(1);
+        }
+        if (beta == T(0)) std::fill_n(y, d.image_out(), T(0));
+        if (a.direction.bias)
+            for (std::size_t c = 0; c < d.o; ++c)
+                for (std::size_t p = 0; p < d.plane(); ++p)
+                    y[c * d.plane() + p] += a.direction.bias[c];
+        if (a.node.relu)
+            zero_where_inactive(a.node.value.data() + i * d.image_out(), y, d.image_out());
+    });
+}
+
+// With the pre-activation gradient g (node.grad after the tape's backward) and its tangent
+// r = mask ⊙ R(∂y): R(∂W) = r ⊗ im2col(x) + g ⊗ im2col(Ṙx), R(∂b) = Σ r,
+// R(∂x) = col2im(Wᵀ r + V_Wᵀ g).
+template <class T>
+void backward_jvp_conv2d(const BackwardJvpArgs<T>& a) {
+    const Node<T>& in = a.input;
+    const ConvDims d = recorded_dims(a.node, in);
+    const Window& win = a.node.window;
+    const std::size_t parts = parts_for(d.n);
+    const std::size_t wsize = a.direction.weight_product ? a.node.weight->size() : 0;
+    const std::size_t bsize = a.direction.bias_product ? a.node.bias->size() : 0;
+    auto& partial = partial_grads<T>(wsize + bsize > 0 ? parts : 0, wsize + bsize);
+    for_images(d, parts, [&](std::size_t part, std::size_t i) {
+        T* cols = tangent_cols<T>(d.patch() * d.plane());
+        T* r = a.grad_tangent + i * d.image_out();
+        const T* g = a.node.grad.data() + i * d.image_out();
+        if (a.node.relu)
+            zero_where_inactive(a.node.value.data() + i * d.image_out(), r, d.image_out());
+        if (wsize) {
+            T* wp = partial[part].data();
+            im2col_image(d, win, in.value.data(), i, cols);
+            gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), d.plane(), T(1), r, d.plane(), cols,
+                    d.plane(), T(1), wp, d.patch());
+            if (a.input_tangent) {
+                im2col_image(d, win, a.input_tangent, i, cols);
+                gemm<T>(Trans::No, Trans::Yes, d.o, d.patch(), d.plane(), T(1), g, d.plane(),
+                        cols, d.plane(), T(1), wp, d.patch());
+            }
+        }
+        if (bsize) {
+            T* bp = partial[part].data() + wsize;
+            for (std::size_t c = 0; c < d.o; ++c)
+                for (std::size_t p = 0; p < d.plane(); ++p) bp[c] += r[c * d.plane() + p];
+        }
+        if (T* dx = a.input_grad_tangent) {
+            gemm<T>(Trans::Yes, Trans::No, d.patch(), d.plane(), d.o, T(1),
+                    a.node.weight->data(), d.patch(), r, d.plane(), T(0), cols, d.plane());
+            if (a.direction.weight)
+                gemm<T>(Trans::Yes, Trans::No, d.patch(), d.plane(), d.o, T(1),
+                        a.direction.weight, d.patch(), g, d.plane(), T(1), cols, d.plane());
+            T* image = dx + i * d.image_in();
+            if (!a.accumulate) std::fill_n(image, d.image_in(), T(0));
+            col2im_add(cols, d.plane(), 0, d.c, d.h, d.w, win, image);
+        }
+    });
+    for (const auto& p : partial) {
+        for (std::size_t j = 0; j < wsize; ++j) a.direction.weight_product[j] += p[j];
+        for (std::size_t j = 0; j < bsize; ++j) a.direction.bias_product[j] += p[wsize + j];
+    }
+}
 
 }  // namespace
 
@@ -505,6 +612,26 @@ void Conv2d<T>::set_name(const std::string& prefix) {
     bias.name = prefix + ".bias";
 }
 
+// ---- unit geometry --------------------------------------------------------------------
+
+namespace {
+
+// One unit per output channel; each input channel holds k·k weights of a unit.
+template <class T>
+UnitGeometry<T> conv_unit_geometry(const Layer<T>& layer, const ActShape&) {
+    const auto& c = layer_as<Conv2d<T>>(layer);
+    const std::size_t kk = c.window.kernel * c.window.kernel;
+    return {.weight = &c.weight,
+            .bias = c.has_bias() ? &c.bias : nullptr,
+            .units = c.out_channels(),
+            .input_width = c.in_channels(),
+            .kernel_positions = kk,
+            .input_channels = c.in_channels(),
+            .entries_per_input_channel = kk};
+}
+
+}  // namespace
+
 // ---- registry row ---------------------------------------------------------------------
 
 template <class T>
@@ -516,7 +643,10 @@ OpRules<T> conv2d_rules() {
     r.traits = {.parametric = true, .piecewise_linear = true, .positively_homogeneous = true,
                 .absorbs_following_relu = true};
     r.backward = backward_conv2d<T>;
+    r.jvp = jvp_conv2d<T>;
+    r.backward_jvp = backward_jvp_conv2d<T>;
     r.diag = conv2d_diag<T>;
+    r.unit_geometry = conv_unit_geometry<T>;
     r.diag_keeps_pass_grads = true;
     r.spec_token = "conv";
     r.spec_form = "conv:OUT:K[:strideS][:padP][:nobias]";

@@ -69,7 +69,42 @@ void backward_cross_entropy(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// (A JVP rule for cross_entropy goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+// Ṙ L = (1/N) Σ_i ⟨p_i − e_{y_i}, Ṙz_i⟩.
+template <class T>
+void jvp_cross_entropy(const JvpArgs<T>& a) {
+    const std::size_t n = a.node.probabilities.shape()[0], k = a.node.probabilities.shape()[1];
+    double sum = 0;
+    if (a.input_tangent)
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < k; ++j)
+                sum += (double(a.node.probabilities(i, j)) - (a.node.labels[i] == int(j))) *
+                       double(a.input_tangent[i * k + j]);
+    a.tangent[0] = static_cast<T>(sum / double(n));
+}
+
+// ∂z_i = s (p_i − e_{y_i}) / N with s the seed (∂ of whatever is above the loss, a
+// constant): R(∂z_i) = s (diag(p_i) − p_i p_iᵀ) Ṙz_i / N = s p_i ⊙ (Ṙz_i − ⟨p_i, Ṙz_i⟩) / N,
+// the softmax Jacobian applied to the logits' tangent.
+template <class T>
+void backward_jvp_cross_entropy(const BackwardJvpArgs<T>& a) {
+    T* dz = a.input_grad_tangent;
+    if (!dz) return;
+    const std::size_t n = a.node.probabilities.shape()[0], k = a.node.probabilities.shape()[1];
+    const T scale = a.node.grad(0, 0, 0, 0) / static_cast<T>(n);
+    const T* p = a.node.probabilities.data();
+    const T* zt = a.input_tangent;
+    for (std::size_t i = 0; i < n; ++i) {
+        T mean = 0;
+        if (zt)
+            for (std::size_t j = 0; j < k; ++j) mean += p[i * k + j] * zt[i * k + j];
+        for (std::size_t j = 0; j < k; ++j) {
+            const T v = zt ? scale * p[i * k + j] * (zt[i * k + j] - mean) : T(0);
+            dz[i * k + j] = a.accumulate ? dz[i * k + j] + v : v;
+        }
+    }
+}
 
 }  // namespace
 
@@ -82,6 +117,8 @@ OpRules<T> cross_entropy_rules() {
     r.name = "cross_entropy";
     r.layer_name = "cross-entropy";
     r.backward = backward_cross_entropy<T>;
+    r.jvp = jvp_cross_entropy<T>;
+    r.backward_jvp = backward_jvp_cross_entropy<T>;
     return r;
 }
 

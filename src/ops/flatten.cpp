@@ -49,7 +49,28 @@ void backward_flatten(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// (A JVP rule for flatten goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+template <class T>
+void jvp_flatten(const JvpArgs<T>& a) {
+    const std::size_t n = a.node.value.size();
+    if (!a.input_tangent) {
+        std::fill_n(a.tangent, n, T(0));
+        return;
+    }
+    std::copy_n(a.input_tangent, n, a.tangent);
+}
+
+template <class T>
+void backward_jvp_flatten(const BackwardJvpArgs<T>& a) {
+    T* dx = a.input_grad_tangent;
+    if (!dx) return;
+    const std::size_t n = a.node.value.size();
+    if (a.accumulate)
+        for (std::size_t i = 0; i < n; ++i) dx[i] += a.grad_tangent[i];
+    else
+        std::copy_n(a.grad_tangent, n, dx);
+}
 
 // flatten
 template <class T>
@@ -70,6 +91,8 @@ OpRules<T> flatten_rules() {
     r.layer_name = "flatten";
     r.traits = {.piecewise_linear = true, .positively_homogeneous = true, .only_reshapes = true};
     r.backward = backward_flatten<T>;
+    r.jvp = jvp_flatten<T>;
+    r.backward_jvp = backward_jvp_flatten<T>;
     r.spec_token = "flatten";
     r.spec_form = "flatten";
     r.parse = parse_flatten<T>;

@@ -70,7 +70,51 @@ void backward_linear(Tape<T>& tape, NodeId id, bool parameter_grads) {
     }
 }
 
-// (A JVP rule for linear goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+// Ṙy = Ṙx Wᵀ + x V_Wᵀ + V_b.
+template <class T>
+void jvp_linear(const JvpArgs<T>& a) {
+    const Node<T>& in = *a.input;
+    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
+    const std::size_t f = features(in.value);
+    for (std::size_t i = 0; i < n; ++i)
+        if (a.direction.bias)
+            std::memcpy(a.tangent + i * o, a.direction.bias, o * sizeof(T));
+        else
+            std::fill_n(a.tangent + i * o, o, T(0));
+    if (a.direction.weight)
+        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), in.value.data(),
+                         a.direction.weight, T(1), a.tangent);
+    if (a.input_tangent)
+        parallel_gemm<T>(Trans::No, Trans::Yes, n, o, f, T(1), a.input_tangent,
+                         a.node.weight->data(), T(1), a.tangent);
+}
+
+// ∂W = ∂yᵀ x, ∂b = Σ_rows ∂y, ∂x = ∂y W; so
+// R(∂W) = R(∂y)ᵀ x + ∂yᵀ Ṙx, R(∂b) = Σ_rows R(∂y), R(∂x) = R(∂y) W + ∂y V_W.
+template <class T>
+void backward_jvp_linear(const BackwardJvpArgs<T>& a) {
+    const Node<T>& in = a.input;
+    const std::size_t n = a.node.value.shape()[0], o = a.node.value.shape()[1];
+    const std::size_t f = features(in.value);
+    const T* g = a.node.grad.data();
+    if (T* wp = a.direction.weight_product) {
+        parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), a.grad_tangent, in.value.data(),
+                         T(1), wp);
+        if (a.input_tangent)
+            parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), g, a.input_tangent, T(1), wp);
+    }
+    if (T* bp = a.direction.bias_product)
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < o; ++j) bp[j] += a.grad_tangent[i * o + j];
+    if (T* dx = a.input_grad_tangent) {
+        parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), a.grad_tangent,
+                         a.node.weight->data(), a.accumulate ? T(1) : T(0), dx);
+        if (a.direction.weight)
+            parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), g, a.direction.weight, T(1), dx);
+    }
+}
 
 // ---- exact diagonal -------------------------------------------------------------------
 
@@ -185,6 +229,26 @@ void Dense<T>::set_name(const std::string& prefix) {
     bias.name = prefix + ".bias";
 }
 
+// ---- unit geometry --------------------------------------------------------------------
+
+namespace {
+
+// One unit per output feature; a (C, H, W) input read unflattened gives each input channel
+// H·W consecutive weights of a row.
+template <class T>
+UnitGeometry<T> dense_unit_geometry(const Layer<T>& layer, const ActShape& in) {
+    const auto& d = layer_as<Dense<T>>(layer);
+    return {.weight = &d.weight,
+            .bias = d.has_bias() ? &d.bias : nullptr,
+            .units = d.out_features(),
+            .input_width = d.in_features(),
+            .kernel_positions = 1,
+            .input_channels = in.c,
+            .entries_per_input_channel = in.h * in.w};
+}
+
+}  // namespace
+
 // ---- registry row ---------------------------------------------------------------------
 
 template <class T>
@@ -196,7 +260,10 @@ OpRules<T> linear_rules() {
     r.traits = {.parametric = true, .piecewise_linear = true, .positively_homogeneous = true,
                 .reads_input_flat = true};
     r.backward = backward_linear<T>;
+    r.jvp = jvp_linear<T>;
+    r.backward_jvp = backward_jvp_linear<T>;
     r.diag = linear_diag<T>;
+    r.unit_geometry = dense_unit_geometry<T>;
     r.spec_token = "dense";
     r.spec_form = "dense:OUT[:nobias]";
     r.parse = parse_dense<T>;

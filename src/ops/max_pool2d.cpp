@@ -137,9 +137,43 @@ void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in, in.relu);
 }
 
-// ---- relu / flatten -------------------------------------------------------------------
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
 
-// (A JVP rule for max_pool2d goes here, beside its backward.)
+// Ṙy = Ṙx[argmax]: away from ties the winner of each window does not move.
+template <class T>
+void jvp_max_pool2d(const JvpArgs<T>& a) {
+    const std::size_t n = a.node.value.size();
+    if (!a.input_tangent) {
+        std::fill_n(a.tangent, n, T(0));
+        return;
+    }
+    const std::uint32_t* argmax = a.node.argmax.data();
+    parallel_ranges(n, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i) a.tangent[i] = a.input_tangent[argmax[i]];
+    });
+}
+
+// R(∂x) = scatter of R(∂y) to the argmax (the backward's own rule: it is linear in ∂y with
+// a locally constant argmax).
+template <class T>
+void backward_jvp_max_pool2d(const BackwardJvpArgs<T>& a) {
+    T* dx = a.input_grad_tangent;
+    if (!dx) return;
+    // An output plane's argmax points into its own input plane: planes are independent.
+    const auto& s = a.node.value.shape();
+    const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
+    const std::size_t in_plane = a.input.value.shape()[2] * a.input.value.shape()[3];
+    const std::size_t parts = a.node.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(planes, parts, part);
+        for (std::size_t p = begin; p < end; ++p) {
+            if (!a.accumulate) std::fill_n(dx + p * in_plane, in_plane, T(0));
+            const T* r = a.grad_tangent + p * plane;
+            const std::uint32_t* argmax = a.node.argmax.data() + p * plane;
+            for (std::size_t i = 0; i < plane; ++i) dx[argmax[i]] += r[i];
+        }
+    });
+}
 
 // ---- layer ----------------------------------------------------------------------------
 
@@ -180,6 +214,8 @@ OpRules<T> max_pool2d_rules() {
     r.layer_name = "max-pool";
     r.traits = {.piecewise_linear = true, .positively_homogeneous = true};
     r.backward = backward_max_pool2d<T>;
+    r.jvp = jvp_max_pool2d<T>;
+    r.backward_jvp = backward_jvp_max_pool2d<T>;
     r.spec_token = "maxpool";
     r.spec_form = "maxpool:K:S";
     r.parse = parse_maxpool<T>;

@@ -5,9 +5,17 @@
 
 #include "minsharp/ops.hpp"
 
+#include <algorithm>
+
 namespace minsharp {
 
 namespace {
+
+// The data do not depend on the parameters: zero tangent.
+template <class T>
+void jvp_input(const JvpArgs<T>& a) {
+    std::fill_n(a.tangent, a.node.value.size(), T(0));
+}
 
 // The recorded input: nothing flows back into it.
 template <class T>
@@ -16,6 +24,7 @@ OpRules<T> input_rules() {
     r.kind = OpKind::Input;
     r.name = "input";
     r.layer_name = "input";
+    r.jvp = jvp_input<T>;
     return r;
 }
 

@@ -63,7 +63,36 @@ void backward_relu(Tape<T>& tape, NodeId id, bool) {
     wrote_grad(in);
 }
 
-// (A JVP rule for relu goes here, beside its backward.)
+// ---- tangents (R-operator, docs/second-order.md) --------------------------------------
+
+template <class T>
+void jvp_relu(const JvpArgs<T>& a) {
+    const std::size_t n = a.node.value.size();
+    if (!a.input_tangent) {
+        std::fill_n(a.tangent, n, T(0));
+        return;
+    }
+    const T* y = a.node.value.data();
+    parallel_ranges(n, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i)
+            a.tangent[i] = y[i] > T(0) ? a.input_tangent[i] : T(0);
+    });
+}
+
+// ∂x = mask ⊙ ∂y with the mask locally constant: R(∂x) = mask ⊙ R(∂y).
+template <class T>
+void backward_jvp_relu(const BackwardJvpArgs<T>& a) {
+    T* dx = a.input_grad_tangent;
+    if (!dx) return;
+    const T* y = a.node.value.data();
+    const T* r = a.grad_tangent;
+    parallel_ranges(a.node.value.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i) {
+            const T v = y[i] > T(0) ? r[i] : T(0);
+            dx[i] = a.accumulate ? dx[i] + v : v;
+        }
+    });
+}
 
 // relu
 template <class T>
@@ -84,6 +113,8 @@ OpRules<T> relu_rules() {
     r.layer_name = "relu";
     r.traits = {.piecewise_linear = true, .positively_homogeneous = true};
     r.backward = backward_relu<T>;
+    r.jvp = jvp_relu<T>;
+    r.backward_jvp = backward_jvp_relu<T>;
     r.spec_token = "relu";
     r.spec_form = "relu";
     r.parse = parse_relu<T>;

@@ -47,18 +47,6 @@ const ParameterDiag& DiagHessian::at(const std::string& name) const {
     throw Error("diag H: no parameter '" + name + "' (have: " + known + ")");
 }
 
-std::vector<LayerTrace> DiagHessian::layer_traces() const {
-    std::vector<LayerTrace> layers;
-    for (const auto& p : parameters) {
-        const auto dot = p.name.rfind('.');
-        const std::string layer = dot == std::string::npos ? p.name : p.name.substr(0, dot);
-        const bool is_bias = dot != std::string::npos && p.name.substr(dot + 1) == "bias";
-        if (layers.empty() || layers.back().layer != layer) layers.push_back({layer, 0, 0});
-        (is_bias ? layers.back().bias : layers.back().weight) += p.trace();
-    }
-    return layers;
-}
-
 std::vector<double> DiagHessian::flat() const {
     std::vector<double> all;
     for (const auto& p : parameters) all.insert(all.end(), p.values.begin(), p.values.end());

@@ -1,6 +1,7 @@
 #include "minsharp/sharpness/structure.hpp"
 
 #include "minsharp/checked.hpp"
+#include "minsharp/ops/registry.hpp"
 
 #include <algorithm>
 #include <array>
@@ -10,45 +11,13 @@ namespace minsharp::sharpness {
 
 namespace {
 
-// What a parametric layer kind contributes to the view. Everything kind-specific about the
-// structure is in parametric_part, so a registry of layer kinds can take its place.
+// A parametric layer's kind-specific part comes from its op file, through the registry;
+// the kinds without a unit geometry carry no parameters.
 template <class T>
-struct KindPart {
-    const Parameter<T>* weight = nullptr;
-    const Parameter<T>* bias = nullptr;
-    std::size_t units = 0, input_width = 0, kernel_positions = 1;
-    /// Input channels of the weight and the entries one input channel holds per unit: a
-    /// conv's kernel positions; for a dense layer reading a (C, H, W) input unflattened, H·W.
-    std::size_t input_channels = 0, entries_per_input_channel = 1;
-};
-
-template <class T>
-std::optional<KindPart<T>> parametric_part(const Layer<T>& layer, const ActShape& in) {
-    switch (layer.kind()) {
-        case LayerKind::Dense: {
-            const auto& d = dynamic_cast<const Dense<T>&>(layer);
-            return KindPart<T>{.weight = &d.weight,
-                               .bias = d.has_bias() ? &d.bias : nullptr,
-                               .units = d.out_features(),
-                               .input_width = d.in_features(),
-                               .kernel_positions = 1,
-                               .input_channels = in.c,
-                               .entries_per_input_channel = in.h * in.w};
-        }
-        case LayerKind::Conv2d: {
-            const auto& c = dynamic_cast<const Conv2d<T>&>(layer);
-            const std::size_t kk = c.window.kernel * c.window.kernel;
-            return KindPart<T>{.weight = &c.weight,
-                               .bias = c.has_bias() ? &c.bias : nullptr,
-                               .units = c.out_channels(),
-                               .input_width = c.in_channels(),
-                               .kernel_positions = kk,
-                               .input_channels = c.in_channels(),
-                               .entries_per_input_channel = kk};
-        }
-        default:
-            return std::nullopt;
-    }
+std::optional<UnitGeometry<T>> parametric_part(const Layer<T>& layer, const ActShape& in) {
+    const OpRules<T>* rules = find_op_rules<T>(layer.kind());
+    if (!rules || !rules->unit_geometry) return std::nullopt;
+    return rules->unit_geometry(layer, in);
 }
 
 // Where the units of the last parametric layer are, on the way to the next one.
@@ -82,7 +51,7 @@ std::size_t position_of(const Parameter<T>* p, const std::vector<const Parameter
 // entries_per_input_channel weights per output unit.
 template <class T>
 UnitEdge connect(ParametricLayer<T>& p, const ParametricLayer<T>& previous, std::size_t from,
-                 const KindPart<T>& part, const UnitPath& path) {
+                 const UnitGeometry<T>& part, const UnitPath& path) {
     if (previous.units * path.inputs_per_unit != part.input_channels)
         throw Error("parametric structure: '" + p.name + "' (" + p.spec + ") reads " +
                     std::to_string(part.input_channels) + " input channels, but the " +

@@ -10,13 +10,15 @@
 // recording (values, argmax, probabilities and the gradients of one backward) is reused
 // by every product.
 //
-// Each op kind has one rule pair: jvp_<op> (the forward tangent) and backward_jvp_<op>
-// (the tangent of its backward rule). Each reads only its node, the node it consumed,
-// their tangents and the direction of its own parameters. Tangents live in side arrays
-// indexed by NodeId (NodeTangents), not in the tape.
+// Each op kind has one rule pair in its op file under src/ops/, registered in its OpRules
+// row (ops/registry.hpp): jvp (the forward tangent) and backward_jvp (the tangent of its
+// backward rule). Each reads only its node, the node it consumed, their tangents and the
+// direction of its own parameters. Tangents live in side arrays indexed by NodeId
+// (NodeTangents), not in the tape.
 #pragma once
 
 #include "minsharp/nn.hpp"
+#include "minsharp/ops/jvp.hpp"
 
 #include <cstddef>
 #include <memory>
@@ -25,65 +27,10 @@
 
 namespace minsharp::autograd {
 
-/// The part of a parameter direction V that belongs to one node's parameters, and where
-/// that node adds its share of H V. Null for a node without parameters (or bias).
-template <class T>
-struct NodeDirection {
-    const T* weight = nullptr;  ///< V_W, laid out as the weight
-    const T* bias = nullptr;    ///< V_b
-    T* weight_product = nullptr;  ///< (H V)_W: R(∂L/∂W) is added here
-    T* bias_product = nullptr;    ///< (H V)_b
-};
-
-/// What a forward-tangent rule reads and writes.
-template <class T>
-struct JvpArgs {
-    const Node<T>& node;    ///< the op's recorded forward
-    const Node<T>* input;   ///< the node it consumed (null for an Input node)
-    /// Ṙ of the input's value, same layout; null when it is zero (an input that does not
-    /// depend on the parameters).
-    const T* input_tangent;
-    NodeDirection<T> direction;
-    T* tangent;  ///< Ṙ of node.value, written in full
-};
-
-/// What the tangent of a backward rule reads and writes. The tape's backward must have
-/// run from the loss: node.grad holds ∂L/∂value (for a conv with a fused ReLU, ∂L/∂ of the
-/// pre-activation, as the tape leaves it).
-template <class T>
-struct BackwardJvpArgs {
-    const Node<T>& node;
-    const Node<T>& input;
-    const T* input_tangent;  ///< Ṙ of the input's value; null when zero
-    /// R(∂L/∂value) of this node on entry. A rule may overwrite it (the fused ReLU turns it
-    /// into R of the pre-activation gradient in place, as the tape does with node.grad).
-    T* grad_tangent;
-    NodeDirection<T> direction;
-    /// R(∂L/∂input value); null when the input needs no gradient.
-    T* input_grad_tangent;
-    bool accumulate;  ///< add to input_grad_tangent instead of overwriting it
-};
-
-// ---- per-op rules (one pair per OpKind) --------------------------------------------------
-
-template <class T> void jvp_input(const JvpArgs<T>& a);
-template <class T> void jvp_linear(const JvpArgs<T>& a);
-template <class T> void backward_jvp_linear(const BackwardJvpArgs<T>& a);
-template <class T> void jvp_conv2d(const JvpArgs<T>& a);
-template <class T> void backward_jvp_conv2d(const BackwardJvpArgs<T>& a);
-template <class T> void jvp_max_pool2d(const JvpArgs<T>& a);
-template <class T> void backward_jvp_max_pool2d(const BackwardJvpArgs<T>& a);
-template <class T> void jvp_relu(const JvpArgs<T>& a);
-template <class T> void backward_jvp_relu(const BackwardJvpArgs<T>& a);
-template <class T> void jvp_flatten(const JvpArgs<T>& a);
-template <class T> void backward_jvp_flatten(const BackwardJvpArgs<T>& a);
-/// The loss node's tangent is the directional derivative ⟨∇_z L, ż⟩ (a scalar).
-template <class T> void jvp_cross_entropy(const JvpArgs<T>& a);
-template <class T> void backward_jvp_cross_entropy(const BackwardJvpArgs<T>& a);
-
-/// Dispatch by node.kind to the rules above.
-template <class T> void jvp_op(const JvpArgs<T>& a);
-template <class T> void backward_jvp_op(const BackwardJvpArgs<T>& a);
+// The rule arguments live with the ops (ops/jvp.hpp); these names keep their old spelling.
+using minsharp::BackwardJvpArgs;
+using minsharp::JvpArgs;
+using minsharp::NodeDirection;
 
 /// Forward tangents Ṙ(value) and backward tangents R(grad) of every node of one tape,
 /// flat in each node's value layout. Buffers only grow, so repeated products (and chunks

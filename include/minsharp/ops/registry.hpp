@@ -4,6 +4,7 @@
 #pragma once
 
 #include "minsharp/ops/diag_rule.hpp"
+#include "minsharp/ops/jvp.hpp"
 #include "minsharp/ops/layer.hpp"
 #include "minsharp/ops/spec.hpp"
 
@@ -44,6 +45,25 @@ template <class T>
 using DiagRuleFactory = std::unique_ptr<DiagRule<T>> (*)(const Tape<T>& tape, NodeId node,
                                                          const DiagSetup& setup);
 
+/// A parametric layer's weight read by unit (a dense output feature, a conv output
+/// channel): what a ReLU rescaling scales and what the sharpness structure
+/// (sharpness/structure.hpp) builds its view from.
+template <class T>
+struct UnitGeometry {
+    const Parameter<T>* weight = nullptr;
+    const Parameter<T>* bias = nullptr;  ///< null when the layer has no bias
+    std::size_t units = 0;               ///< rows of the weight
+    std::size_t input_width = 0;         ///< weight.shape[1]: input features or channels
+    std::size_t kernel_positions = 1;    ///< kh·kw of a conv, 1 for dense
+    /// Input channels of the weight and the entries one input channel holds per unit: a
+    /// conv's kernel positions; for a dense layer reading a (C, H, W) input unflattened, H·W.
+    std::size_t input_channels = 0, entries_per_input_channel = 1;
+};
+
+/// The UnitGeometry of a layer of the rule's kind taking per-example input `in`.
+template <class T>
+using UnitGeometryRule = UnitGeometry<T> (*)(const Layer<T>& layer, const ActShape& in);
+
 template <class T>
 struct OpRules {
     OpKind kind = OpKind::Input;
@@ -51,9 +71,12 @@ struct OpRules {
     std::string_view layer_name;  ///< in messages about layers: "dense", "max-pool"
     OpTraits traits;
     BackwardRule<T> backward = nullptr;  ///< null: nothing flows back (the input)
-    // Forward-mode rules go here, beside backward, when second-order autodiff lands:
-    //   JvpRule<T> jvp; BackwardJvpRule<T> backward_jvp;
+    /// The R-operator pair (ops/jvp.hpp) for exact Hessian-vector products
+    /// (autograd/hvp.hpp); null: the kind has no second-order rules yet.
+    JvpRule<T> jvp = nullptr;
+    BackwardJvpRule<T> backward_jvp = nullptr;  ///< null for the input, like backward
     DiagRuleFactory<T> diag = nullptr;   ///< parametric kinds
+    UnitGeometryRule<T> unit_geometry = nullptr;  ///< parametric kinds
     /// The diag rule keeps every pass's output gradient of a chunk (the driver bounds the
     /// chunk by CurvatureOptions::conv_buffer_bytes for these).
     bool diag_keeps_pass_grads = false;

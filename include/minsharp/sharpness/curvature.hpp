@@ -24,14 +24,6 @@ struct ParameterDiag {
     double trace() const;
 };
 
-/// Tr H restricted to one parametric layer (weight and bias together).
-struct LayerTrace {
-    std::string layer;  ///< the parameter-name prefix, e.g. "layer0"
-    double weight = 0;  ///< trace of the weight block
-    double bias = 0;    ///< trace of the bias block (0 when the layer has no bias)
-    double total() const { return weight + bias; }
-};
-
 /// diag H of every parameter tensor, in model.parameters() order.
 struct DiagHessian {
     std::vector<ParameterDiag> parameters;
@@ -39,8 +31,6 @@ struct DiagHessian {
     double seconds = 0;       ///< wall time of the computation
     double trace() const;
     const ParameterDiag& at(const std::string& name) const;  ///< throws Error when absent
-    /// Per-layer traces, grouping "<layer>.weight" and "<layer>.bias", in model order.
-    std::vector<LayerTrace> layer_traces() const;
     /// All diagonal entries concatenated in model.parameters() order (the flat layout of
     /// get_flat_parameters).
     std::vector<double> flat() const;
