@@ -407,7 +407,7 @@ BOOST_AUTO_TEST_CASE(killed_then_resumed_grid_gives_the_same_csv) {
     fs::remove_all(b.folder());
     TrainConfig first_epoch = b.train_config();
     first_epoch.epochs = 1;
-    train_run(first_epoch, b.folder(), {false, false, false});
+    train_run(first_epoch, b.folder(), {.progress = false, .log = false});
     fs::remove(b.folder() / "model.safetensors");
     BOOST_TEST(fs::exists(b.folder() / "checkpoint.safetensors"));
 

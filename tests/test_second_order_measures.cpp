@@ -100,7 +100,8 @@ std::vector<std::vector<std::size_t>> layer_coordinates(Sequential<double>& mode
         at += p->size();
     }
     std::vector<std::vector<std::size_t>> layers;
-    for (const auto& l : ParametricStructure<double>(model).layers()) {
+    const ParametricStructure<double> structure(model);  // a range-for over a temporary's member dangles
+    for (const auto& l : structure.layers()) {
         std::vector<std::size_t> c;
         for (const auto* p : {l.weight, l.bias})
             if (p)

@@ -40,7 +40,7 @@ fs::path fresh_dir(const std::string& name) {
     return dir;
 }
 
-RunOptions silent{false, false, false};
+RunOptions silent{.progress = false, .log = false};
 
 bool same_weights(const Sequential<float>& a, const Sequential<float>& b) {
     auto pa = a.parameters(), pb = b.parameters();
@@ -81,7 +81,7 @@ BOOST_AUTO_TEST_CASE(resume_equals_an_uninterrupted_run) {
     auto interrupted = small_config();
     interrupted.epochs = 2;  // as if killed after epoch 2
     train_run(interrupted, dir, silent, &data);
-    const auto resumed = train_run(small_config(), dir, {true, false, false}, &data);
+    const auto resumed = train_run(small_config(), dir, {.resume = true, .progress = false, .log = false}, &data);
     BOOST_TEST(resumed.history.size() == 5u);
     BOOST_TEST(same_weights(full.model, resumed.model));
     BOOST_TEST(resumed.history.back().test.accuracy == full.history.back().test.accuracy);
@@ -93,7 +93,7 @@ BOOST_AUTO_TEST_CASE(resume_refuses_a_different_config) {
     train_run(small_config(), dir, silent, &data);
     auto other = small_config();
     other.sgd.lr = 0.01;
-    BOOST_CHECK_EXCEPTION(train_run(other, dir, {true, false, false}, &data), Error,
+    BOOST_CHECK_EXCEPTION(train_run(other, dir, {.resume = true, .progress = false, .log = false}, &data), Error,
                           [](const Error& e) { return std::string(e.what()).find("cannot resume") != std::string::npos; });
 }
 

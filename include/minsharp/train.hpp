@@ -160,7 +160,7 @@ struct RunOptions {
     /// Sharpness during training. It reads the weights and draws from no stream of the
     /// training: the weights are bit-identical with and without it. Not part of the config,
     /// so a run may be resumed with other tracking.
-    TrackOptions track;
+    TrackOptions track{};
 };
 
 struct RunResult {
