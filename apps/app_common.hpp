@@ -2,9 +2,9 @@
 // turning exceptions into one clear line.
 #pragma once
 
-#include "minsharp/blas_core.hpp"
-#include "minsharp/checked.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -81,7 +81,7 @@ inline void print_error(const CLI::App& cli, std::string message) {
 }  // namespace detail
 
 /// Re-executes with OpenBLAS kernels the CPU can run if OpenBLAS fell back to older ones
-/// (minsharp/blas_core.hpp), parses the command line and runs `body`. --help and --version exit 0; a command-line
+/// (minsharp/core/blas_core.hpp), parses the command line and runs `body`. --help and --version exit 0; a command-line
 /// error (unknown option, bad or out-of-range value, missing option) prints
 /// "<app>: error: <message>" and exits 2; an exception from `body` prints the same line
 /// and exits 1.

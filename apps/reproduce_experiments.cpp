@@ -7,10 +7,10 @@
 #include "minsharp/experiments/profiles.hpp"
 #include "minsharp/experiments/runner.hpp"
 #include "minsharp/experiments/support.hpp"
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 #include "minsharp/experiments/report.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/progress.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/core/progress.hpp"
 
 #include <algorithm>
 #include <chrono>

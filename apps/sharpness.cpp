@@ -1,15 +1,15 @@
 // apps/sharpness: sharpness measures of a trained model on its training inputs (or chosen ones).
 #include "app_common.hpp"
 
-#include "minsharp/checkpoint.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/parallel.hpp"
-#include "minsharp/progress.hpp"
+#include "minsharp/io/checkpoint.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/parallel.hpp"
+#include "minsharp/core/progress.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/sharpness/scaling.hpp"
-#include "minsharp/train.hpp"
+#include "minsharp/train/training.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,9 +1,9 @@
 // apps/train: train a zoo model or a custom stack on MNIST / Fashion-MNIST.
 #include "app_common.hpp"
 
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/measures.hpp"
-#include "minsharp/train.hpp"
+#include "minsharp/train/training.hpp"
 
 #include <thread>
 

@@ -6,9 +6,9 @@
 #include "machine.hpp"
 
 #include "minsharp/autograd/hvp.hpp"
-#include "minsharp/data.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/data/datasets.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/parallel.hpp"
 #include "minsharp/sharpness/loss.hpp"
 
 #include <charconv>

@@ -12,8 +12,8 @@
 #include "machine.hpp"
 
 #include "minsharp/autograd/hvp.hpp"
-#include "minsharp/data.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/data/datasets.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/sharpness/spectral.hpp"

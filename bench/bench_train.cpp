@@ -5,11 +5,11 @@
 //                           [--repeat 3] [--data-dir DIR] [--json FILE]
 #include "machine.hpp"
 
-#include "minsharp/data.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/optim.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/data/datasets.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/train/optim.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <charconv>
 #include <chrono>

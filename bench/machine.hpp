@@ -5,9 +5,9 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
-#include "minsharp/blas_core.hpp"
-#include "minsharp/cpu.hpp"
-#include "minsharp/simd.hpp"
+#include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/cpu.hpp"
+#include "minsharp/core/simd.hpp"
 
 #include <cstdlib>
 #include <string>
@@ -34,7 +34,7 @@ inline std::string compile_target() {
     return isa;
 }
 
-/// The instruction set of the float kernels the library chose at run time (simd.hpp).
+/// The instruction set of the float kernels the library chose at run time (core/simd.hpp).
 inline std::string kernel_isa() { return std::string(minsharp::simd_isa()); }
 
 inline std::string env_or_empty(const char* name) {
@@ -43,7 +43,7 @@ inline std::string env_or_empty(const char* name) {
 }
 
 /// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it (see
-/// minsharp/blas_core.hpp: the benches re-execute with better ones unless told not to).
+/// minsharp/core/blas_core.hpp: the benches re-execute with better ones unless told not to).
 inline std::string openblas_warning(const std::string& core) {
     const std::string better =
         minsharp::better_blas_core(core, minsharp::cpu_features());

@@ -2,14 +2,14 @@
 
 #include "fields.hpp"
 #include "report_parts.hpp"
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/measures.hpp"
-#include "minsharp/stats.hpp"
+#include "minsharp/core/stats.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -2,11 +2,11 @@
 
 #include "fields.hpp"
 #include "report_parts.hpp"
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/sharpness/scaling.hpp"
 

@@ -4,7 +4,7 @@
 #include "report_parts.hpp"
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <algorithm>
 #include <cmath>

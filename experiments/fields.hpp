@@ -3,7 +3,7 @@
 // drift apart. Private to the experiments library.
 #pragma once
 
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <nlohmann/json.hpp>
 

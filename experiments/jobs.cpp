@@ -1,8 +1,8 @@
 #include "minsharp/experiments/jobs.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/experiments/profiles.hpp"
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <algorithm>
 #include <cctype>

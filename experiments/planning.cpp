@@ -1,8 +1,8 @@
 #include "minsharp/experiments/planning.hpp"
 
 #include "minsharp/experiments/support.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -1,7 +1,7 @@
 #include "minsharp/experiments/profiles.hpp"
 
-#include "minsharp/checked.hpp"
-#include "minsharp/io.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <cmath>
 #include <sstream>

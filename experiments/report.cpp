@@ -4,8 +4,8 @@
 
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io.hpp"
-#include "minsharp/progress.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/core/progress.hpp"
 
 #include <unistd.h>
 

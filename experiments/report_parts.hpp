@@ -4,7 +4,7 @@
 #pragma once
 
 #include "minsharp/experiments/report.hpp"
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,15 +1,15 @@
 #include "minsharp/experiments/runner.hpp"
 
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 #include "minsharp/experiments/e1.hpp"
 #include "minsharp/experiments/e2.hpp"
 #include "minsharp/experiments/e3.hpp"
 #include "minsharp/experiments/e4.hpp"
 #include "minsharp/experiments/e5.hpp"
 #include "minsharp/experiments/support.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/parallel.hpp"
-#include "minsharp/progress.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/core/parallel.hpp"
+#include "minsharp/core/progress.hpp"
 
 #include <fcntl.h>
 #include <sched.h>

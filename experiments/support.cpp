@@ -1,7 +1,7 @@
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/core/random.hpp"
 
 #include <algorithm>
 

@@ -2,7 +2,7 @@
 // on arbitrary bytes. The first input byte picks the expected rank (1–4), the rest is the
 // file. minsharp's own errors are expected; anything else escaping, a crash, a sanitizer
 // report, a hang or an allocation beyond the limit is a finding.
-#include "minsharp/data.hpp"
+#include "minsharp/data/datasets.hpp"
 
 #include <cstddef>
 #include <cstdint>

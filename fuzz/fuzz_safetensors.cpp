@@ -1,7 +1,7 @@
 // libFuzzer target: the safetensors reader on arbitrary bytes. minsharp's own errors are the
 // expected outcome for bad input; anything else escaping (std::bad_alloc, std::length_error,
 // nlohmann exceptions), a crash, a sanitizer report or a hang is a finding.
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -5,7 +5,7 @@
 // gigabytes ("dense:100000000"): that is the user's request, not a parser bug. So inputs
 // longer than 64 bytes or with a number above 32 are skipped, which bounds any model to a few
 // hundred MB and keeps the fuzzer on the grammar.
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 
 #include <cstddef>
 #include <cstdint>

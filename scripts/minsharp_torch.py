@@ -41,12 +41,12 @@ import numpy as np
 
 PROG = "minsharp_torch"
 
-# Metadata keys minsharp writes and reads (include/minsharp/checkpoint.hpp).
+# Metadata keys minsharp writes and reads (include/minsharp/io/checkpoint.hpp).
 META_SPEC = "minsharp.spec"
 META_INPUT_SHAPE = "minsharp.input_shape"
 META_SOURCE = "minsharp.source"
 
-# minsharp's model zoo (src/models.cpp is the source of truth; kept in step by
+# minsharp's model zoo (src/nn/models.cpp is the source of truth; kept in step by
 # tests/e2e_torch_interop.sh, which compares one against a checkpoint apps/train writes).
 ZOO = {
     "small-mlp": "flatten,dense:20,relu,dense:20,relu,dense:10",

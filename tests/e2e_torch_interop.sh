@@ -165,7 +165,7 @@ import minsharp_torch as mt
 folder, name = sys.argv[1], sys.argv[2]
 _, metadata = mt.read_safetensors(folder + "/model.safetensors")
 spec = metadata[mt.META_SPEC]
-if name in mt.ZOO:  # keeps the script's copy of the zoo in step with src/models.cpp
+if name in mt.ZOO:  # keeps the script's copy of the zoo in step with src/nn/models.cpp
     assert spec == mt.ZOO[name], ("zoo drifted", name, spec, mt.ZOO[name])
 model = mt.load_into(mt.sequential_from_spec(spec), folder + "/model.safetensors")
 assert mt.spec_from_sequential(model).replace("flatten,", "") == spec.replace("flatten,", "")

@@ -1,7 +1,7 @@
 // Central-difference gradient checks shared by the op and model tests.
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 
 #include <cmath>
 #include <functional>

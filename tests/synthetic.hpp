@@ -2,7 +2,7 @@
 // run without the real data.
 #pragma once
 
-#include "minsharp/data.hpp"
+#include "minsharp/data/datasets.hpp"
 
 namespace minsharp::testing {
 

@@ -1,10 +1,10 @@
 #define BOOST_TEST_MODULE checked
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/checked.hpp"
-#include "minsharp/io.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <limits>
 

@@ -1,8 +1,8 @@
 #define BOOST_TEST_MODULE checkpoint
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/checkpoint.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/io/checkpoint.hpp"
+#include "minsharp/nn/models.hpp"
 
 #include <filesystem>
 #include <fstream>

@@ -1,9 +1,9 @@
 #define BOOST_TEST_MODULE cpu
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/blas_core.hpp"
-#include "minsharp/cpu.hpp"
-#include "minsharp/simd.hpp"
+#include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/cpu.hpp"
+#include "minsharp/core/simd.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -64,7 +64,7 @@ CpuFeatures with_skylake_avx512() {
     return cpu;
 }
 
-// Whether a CPU with `cpu` may run the float kernels of instruction set `isa` (simd.hpp):
+// Whether a CPU with `cpu` may run the float kernels of instruction set `isa` (core/simd.hpp):
 // the variants are compiled with -mavx512f, -mavx2, or for baseline x86-64.
 bool may_run(const CpuFeatures& cpu, const std::string& isa) {
     if (isa == "avx512") return cpu.avx512f;

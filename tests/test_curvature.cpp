@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE curvature
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/structure.hpp"
 

@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE data
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/data.hpp"
+#include "minsharp/data/datasets.hpp"
 
 #include <zlib.h>
 

@@ -4,7 +4,7 @@
 #include "gradcheck.hpp"
 
 #include "minsharp/autograd/hvp.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/loss.hpp"
 

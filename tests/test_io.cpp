@@ -1,10 +1,10 @@
 #define BOOST_TEST_MODULE io
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/io.hpp"
-#include "minsharp/io_limits.hpp"
-#include "minsharp/progress.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/io/limits.hpp"
+#include "minsharp/core/progress.hpp"
+#include "minsharp/core/random.hpp"
 
 #include <sys/stat.h>
 #include <sys/wait.h>

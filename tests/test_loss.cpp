@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE loss
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/loss.hpp"
 
 #include <algorithm>

@@ -1,8 +1,8 @@
 #define BOOST_TEST_MODULE measures
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/models.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/sharpness/scaling.hpp"

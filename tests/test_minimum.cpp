@@ -1,9 +1,9 @@
 #define BOOST_TEST_MODULE minimum
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/random.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/minimum.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cmath>
 #include <numeric>

@@ -4,9 +4,9 @@
 #include "gradcheck.hpp"
 #include "synthetic.hpp"
 
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/ops/avg_pool2d.hpp"
-#include "minsharp/train.hpp"
+#include "minsharp/train/training.hpp"
 
 #include <chrono>
 

@@ -2,8 +2,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include "gradcheck.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/simd.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/simd.hpp"
 
 #include <bit>
 #include <cstring>
@@ -91,7 +91,7 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
 
 namespace {
 
-// The float kernels have vector code per instruction set (simd.hpp): each test below runs
+// The float kernels have vector code per instruction set (core/simd.hpp): each test below runs
 // under every set this CPU runs and compares its results bit for bit with the scalar kernels'.
 struct IsaRun {
     std::string isa;

@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE optim
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/optim.hpp"
+#include "minsharp/train/optim.hpp"
 
 using namespace minsharp;
 

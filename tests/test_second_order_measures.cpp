@@ -8,8 +8,8 @@
 // trace, per-example gradients, and invariance under function-preserving rescalings.
 
 #include "minsharp/autograd/hvp.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/loss.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/sharpness/scaling.hpp"

@@ -1,9 +1,9 @@
 #define BOOST_TEST_MODULE spectral
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/random.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/spectral.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <xtensor-blas/xlinalg.hpp>
 #include <xtensor/xtensor.hpp>

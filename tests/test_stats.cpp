@@ -1,8 +1,8 @@
 #define BOOST_TEST_MODULE stats
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/stats.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/stats.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cmath>
 #include <vector>

@@ -1,8 +1,8 @@
 #define BOOST_TEST_MODULE structure
 #include <boost/test/unit_test.hpp>
 
-#include "minsharp/models.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/minimum.hpp"
 #include "minsharp/sharpness/scaling.hpp"

@@ -3,9 +3,9 @@
 
 #include <cmath>
 
-#include "minsharp/parallel.hpp"
-#include "minsharp/random.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/parallel.hpp"
+#include "minsharp/core/random.hpp"
+#include "minsharp/core/tensor.hpp"
 
 using namespace minsharp;
 

@@ -3,10 +3,10 @@
 
 #include "synthetic.hpp"
 
-#include "minsharp/checkpoint.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/io/checkpoint.hpp"
+#include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/measures.hpp"
-#include "minsharp/train.hpp"
+#include "minsharp/train/training.hpp"
 
 #include <cstring>
 #include <filesystem>

@@ -4,7 +4,7 @@
 // derives them.
 #include "minsharp/autograd/hvp.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/registry.hpp"
 
 #include <algorithm>

@@ -1,10 +1,10 @@
-// Chooses the float kernels' instruction set (declared in simd.hpp) by what the CPU runs
+// Chooses the float kernels' instruction set (declared in core/simd.hpp) by what the CPU runs
 // and MINSHARP_SIMD.
-#include "minsharp/simd.hpp"
+#include "minsharp/core/simd.hpp"
 
 #include "float_kernels.hpp"
-#include "minsharp/cpu.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/cpu.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <atomic>
 #include <cstdio>

@@ -1,5 +1,5 @@
-// The float kernels of im2col.cpp and ops.cpp, compiled once per instruction set and chosen
-// at run time (see simd.hpp). Internal to src/.
+// The float kernels of src/ops (im2col, pooling, ReLU masks), compiled once per instruction
+// set and chosen at run time (see core/simd.hpp). Internal to src/.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +12,7 @@ namespace minsharp::kernels {
 struct FloatKernels {
     const char* isa;  ///< "avx512", "avx2", "sse2" or "scalar"
 
-    /// im2col of one image for stride 1 without padding (see ops.hpp's im2col).
+    /// im2col of one image for stride 1 without padding (see ops/im2col.hpp).
     void (*im2col_dense)(const float* image, std::size_t channels, std::size_t height,
                          std::size_t width, std::size_t k, float* cols, std::size_t ld);
 

@@ -8,7 +8,7 @@
 namespace minsharp::kernels {
 
 // Selects on values (not on indices, whose dependent loads kept GCC from vectorizing): ties
-// go to the first maximum in a, b, c, d order, like the generic loop of ops.cpp.
+// go to the first maximum in a, b, c, d order, like the generic loop of src/ops/max_pool2d.cpp.
 template <std::size_t Stride, class T>
 void max_pool_row_2x2(const T* __restrict top, const T* __restrict bottom, std::size_t wo,
                       std::uint32_t first, std::uint32_t w, T* __restrict y,

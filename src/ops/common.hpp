@@ -1,9 +1,9 @@
 // Helpers the op files share (private to src/ops).
 #pragma once
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/layer.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <algorithm>
 #include <array>

@@ -1,5 +1,5 @@
 // 2-d convolution: forward, backward, exact-diagonal rule, spec token and layer. The
-// im2col/col2im kernels stay in src/im2col.cpp, compiled apart with their own flags.
+// im2col/col2im kernels stay in src/ops/im2col.cpp, compiled apart with their own flags.
 #include "minsharp/ops/conv2d.hpp"
 
 #include "minsharp/ops/registry.hpp"

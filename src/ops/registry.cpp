@@ -1,9 +1,9 @@
 // The op registry: one row per kind, in OpKind order. Adding a kind: its value in
 // include/minsharp/ops/kind.hpp, its op file (listed in meson.build and included by
-// ops.hpp), and its row here.
+// ops/all.hpp), and its row here.
 #include "minsharp/ops/registry.hpp"
 
-#include "minsharp/ops.hpp"
+#include "minsharp/ops/all.hpp"
 
 #include <algorithm>
 

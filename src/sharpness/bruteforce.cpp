@@ -4,7 +4,7 @@
 
 #include "minsharp/sharpness/curvature.hpp"
 
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 
 #include <chrono>
 

@@ -17,7 +17,7 @@
 #include "minsharp/sharpness/curvature.hpp"
 
 #include "minsharp/ops/registry.hpp"
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <algorithm>
 #include <chrono>

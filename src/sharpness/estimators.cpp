@@ -12,7 +12,7 @@
 
 #include "minsharp/sharpness/estimators.hpp"
 
-#include "minsharp/clock.hpp"
+#include "minsharp/core/clock.hpp"
 
 #include <chrono>
 #include <cmath>

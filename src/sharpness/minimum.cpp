@@ -1,6 +1,6 @@
 #include "minsharp/sharpness/minimum.hpp"
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <xtensor-blas/xlinalg.hpp>
 #include <xtensor/xadapt.hpp>

@@ -2,9 +2,9 @@
 // (the algorithms and their sources are described in spectral.hpp).
 #include "minsharp/sharpness/spectral.hpp"
 
-#include "minsharp/checked.hpp"
-#include "minsharp/random.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/core/random.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <xtensor-blas/xlinalg.hpp>
 #include <xtensor/xtensor.hpp>

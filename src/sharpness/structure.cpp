@@ -1,6 +1,6 @@
 #include "minsharp/sharpness/structure.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/registry.hpp"
 
 #include <algorithm>
@@ -81,7 +81,7 @@ ParametricStructure<T>::ParametricStructure(const Sequential<T>& model) : model_
         p.index = i;
         p.kind = layer.kind();
         p.spec = layer.spec();
-        // Sequential names the parametric layers layer0, layer1, ... in order (nn.hpp).
+        // Sequential names the parametric layers layer0, layer1, ... in order (nn/sequential.hpp).
         p.name = "layer" + std::to_string(layers_.size());
         p.weight = part->weight;
         p.bias = part->bias;

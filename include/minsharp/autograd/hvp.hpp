@@ -17,7 +17,7 @@
 // (NodeTangents), not in the tape.
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 #include "minsharp/ops/jvp.hpp"
 
 #include <cstddef>

@@ -3,8 +3,8 @@
 // child processes read it back.
 #pragma once
 
-#include "minsharp/optim.hpp"
-#include "minsharp/train.hpp"
+#include "minsharp/train/optim.hpp"
+#include "minsharp/train/training.hpp"
 
 #include <nlohmann/json.hpp>
 

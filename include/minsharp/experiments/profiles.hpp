@@ -2,7 +2,7 @@
 // arXiv:2106.12612) sized by a profile: how big each experiment is, and why.
 #pragma once
 
-#include "minsharp/optim.hpp"
+#include "minsharp/train/optim.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,9 +1,9 @@
 // What the experiments share besides jobs: their inputs and their JSON files.
 #pragma once
 
-#include "minsharp/data.hpp"
+#include "minsharp/data/datasets.hpp"
 #include "minsharp/experiments/jobs.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <nlohmann/json.hpp>
 

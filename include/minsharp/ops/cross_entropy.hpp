@@ -1,7 +1,7 @@
 // The loss: mean softmax cross-entropy over the batch. Not a layer (no spec token).
 #pragma once
 
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 #include <vector>
 

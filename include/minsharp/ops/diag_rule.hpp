@@ -5,7 +5,7 @@
 // parametric node of the tape and calls it per node, never per element.
 #pragma once
 
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 #include <cstddef>
 #include <vector>

@@ -1,8 +1,8 @@
-// im2col / col2im for the GEMM form of conv2d (src/im2col.cpp, with the SIMD kernels of
+// im2col / col2im for the GEMM form of conv2d (src/ops/im2col.cpp, with the SIMD kernels of
 // src/kernels).
 #pragma once
 
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 #include <cstddef>
 

@@ -5,7 +5,7 @@
 // src/autograd/hvp.cpp and docs/second-order.md derives every rule.
 #pragma once
 
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 namespace minsharp {
 

@@ -2,10 +2,10 @@
 // maps, and the bounds on what a network may be.
 #pragma once
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/kind.hpp"
-#include "minsharp/random.hpp"
-#include "minsharp/tape.hpp"
+#include "minsharp/core/random.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 #include <memory>
 #include <string>

@@ -1,9 +1,9 @@
-// The pieces every layer's spec token parser shares (grammar in models.hpp): the token
+// The pieces every layer's spec token parser shares (grammar in nn/models.hpp): the token
 // split into ':' fields, numbers within the layer limits, options, and the error naming
 // the token.
 #pragma once
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 
 #include <cstddef>
 #include <string>

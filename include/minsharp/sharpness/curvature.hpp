@@ -2,7 +2,7 @@
 // (docs/science.md §4), and the brute-force reference it is tested against.
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 #include "minsharp/sharpness/loss.hpp"
 
 #include <string>
@@ -38,7 +38,7 @@ struct DiagHessian {
 
 struct CurvatureOptions {
     std::size_t chunk = 1000;  ///< inputs per forward pass (bounds memory)
-    /// Threads for the per-input conv work (0: worker_threads() from parallel.hpp, which
+    /// Threads for the per-input conv work (0: worker_threads() from core/parallel.hpp, which
     /// defaults to all cores). Results are bit-reproducible for a given count.
     int threads = 0;
     /// Upper bound on the buffers that keep every backward pass's output gradient of the

@@ -4,7 +4,7 @@
 // error-versus-time curves can be drawn without storing every sample.
 #pragma once
 
-#include "minsharp/random.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/loss.hpp"
 
 #include <functional>

@@ -2,7 +2,7 @@
 // Hessian, the finite-difference estimators and the tests differentiate.
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 
 #include <vector>
 

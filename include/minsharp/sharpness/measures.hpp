@@ -20,7 +20,7 @@
 // trace and λ_max, and every ⟨θ, ∇ℓ_i⟩ are unchanged, while λ_max(H) and Tr H are not.
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 #include "minsharp/sharpness/loss.hpp"
 #include "minsharp/sharpness/minimum.hpp"
 #include "minsharp/sharpness/normalized.hpp"

@@ -3,7 +3,7 @@
 // a baseline the experiments compare minimum sharpness against (docs/science.md §5).
 #pragma once
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <string>
 

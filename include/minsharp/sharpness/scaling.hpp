@@ -9,8 +9,8 @@
 // minimum sharpness is.
 #pragma once
 
-#include "minsharp/nn.hpp"
-#include "minsharp/random.hpp"
+#include "minsharp/nn/sequential.hpp"
+#include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/minimum.hpp"
 #include "minsharp/sharpness/structure.hpp"

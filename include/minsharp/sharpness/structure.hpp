@@ -11,7 +11,7 @@
 // features j·H·W … (j+1)·H·W − 1 (channel-major, as flatten lays them out).
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 #include "minsharp/sharpness/curvature.hpp"
 #include "minsharp/sharpness/minimum.hpp"
 

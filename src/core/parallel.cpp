@@ -1,6 +1,6 @@
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/parallel.hpp"
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -1,6 +1,6 @@
-#include "minsharp/io.hpp"
+#include "minsharp/io/files.hpp"
 
-#include "minsharp/io_limits.hpp"
+#include "minsharp/io/limits.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -4,7 +4,7 @@
 // (out, in, k, k)), so checkpoints interchange with PyTorch state dicts.
 #pragma once
 
-#include "minsharp/ops.hpp"
+#include "minsharp/ops/all.hpp"
 #include "minsharp/ops/layer.hpp"
 #include "minsharp/ops/registry.hpp"
 

@@ -1,4 +1,4 @@
-#include "minsharp/data.hpp"
+#include "minsharp/data/datasets.hpp"
 
 #include <zlib.h>
 

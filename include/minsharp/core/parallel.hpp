@@ -5,7 +5,7 @@
 // through parallel_gemm.
 #pragma once
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <algorithm>
 #include <cstddef>

@@ -1,10 +1,10 @@
-#include "minsharp/train.hpp"
+#include "minsharp/train/training.hpp"
 
-#include "minsharp/checkpoint.hpp"
-#include "minsharp/clock.hpp"
-#include "minsharp/models.hpp"
-#include "minsharp/parallel.hpp"
-#include "minsharp/progress.hpp"
+#include "minsharp/io/checkpoint.hpp"
+#include "minsharp/core/clock.hpp"
+#include "minsharp/nn/models.hpp"
+#include "minsharp/core/parallel.hpp"
+#include "minsharp/core/progress.hpp"
 #include "minsharp/sharpness/measures.hpp"
 
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // SGD with momentum, coupled weight decay (as torch.optim.SGD) and the paper's schedule.
 #pragma once
 
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
 #include <vector>
 

@@ -3,8 +3,8 @@
 // __metadata__. A PyTorch state dict with the same names loads here and vice versa.
 #pragma once
 
-#include "minsharp/io.hpp"
-#include "minsharp/nn.hpp"
+#include "minsharp/io/files.hpp"
+#include "minsharp/nn/sequential.hpp"
 
 #include <cstdint>
 #include <filesystem>

@@ -2,8 +2,8 @@
 // datasets (MNIST, Fashion-MNIST), subsets, shuffled labels and batch gathering.
 #pragma once
 
-#include "minsharp/random.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/random.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cstddef>
 #include <cstdint>

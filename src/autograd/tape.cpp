@@ -1,6 +1,6 @@
-#include "minsharp/tape.hpp"
+#include "minsharp/autograd/tape.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/registry.hpp"
 
 #include <algorithm>

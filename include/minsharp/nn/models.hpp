@@ -16,7 +16,7 @@
 //   dense:84,relu,dense:10
 #pragma once
 
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 
 #include <string>
 #include <string_view>

@@ -2,9 +2,9 @@
 // write their folder (config.json, metrics.jsonl, checkpoint, final model) and resume.
 #pragma once
 
-#include "minsharp/data.hpp"
-#include "minsharp/nn.hpp"
-#include "minsharp/optim.hpp"
+#include "minsharp/data/datasets.hpp"
+#include "minsharp/nn/sequential.hpp"
+#include "minsharp/train/optim.hpp"
 
 #include <nlohmann/json.hpp>
 

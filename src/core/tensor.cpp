@@ -1,6 +1,6 @@
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 
 #include <cblas.h>
 

@@ -6,7 +6,7 @@
 // variable OPENBLAS_CORETYPE, so the apps re-execute themselves once with it set.
 #pragma once
 
-#include "minsharp/cpu.hpp"
+#include "minsharp/core/cpu.hpp"
 
 #include <string>
 #include <string_view>

@@ -1,6 +1,6 @@
-#include "minsharp/optim.hpp"
+#include "minsharp/train/optim.hpp"
 
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <cmath>
 #include <string>

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "minsharp/ops/kind.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cstdint>
 #include <deque>

@@ -1,5 +1,5 @@
 // Choosing OpenBLAS's kernels when its own CPU detection falls back (see blas_core.hpp).
-#include "minsharp/blas_core.hpp"
+#include "minsharp/core/blas_core.hpp"
 
 #include <unistd.h>
 

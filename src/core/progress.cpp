@@ -1,4 +1,4 @@
-#include "minsharp/progress.hpp"
+#include "minsharp/core/progress.hpp"
 
 #include <unistd.h>
 

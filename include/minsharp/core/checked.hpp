@@ -4,7 +4,7 @@
 // through these helpers, which throw Error naming the field and its value instead.
 #pragma once
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <charconv>
 #include <cstdint>

@@ -1,6 +1,6 @@
-#include "minsharp/models.hpp"
+#include "minsharp/nn/models.hpp"
 
-#include "minsharp/checked.hpp"
+#include "minsharp/core/checked.hpp"
 #include "minsharp/ops/registry.hpp"
 
 #include <algorithm>

@@ -1,11 +1,11 @@
 // Limits for readers of untrusted files. Sizes taken from a file are multiplied and added
-// only through the helpers of checked.hpp, so a hostile header cannot wrap a size around to
+// only through the helpers of core/checked.hpp, so a hostile header cannot wrap a size around to
 // a small number; names taken from a file are printed only through printable_name,
 // so an error message cannot carry terminal escapes or megabytes of text.
 #pragma once
 
-#include "minsharp/checked.hpp"
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The CPU's instruction sets and name (see cpu.hpp).
-#include "minsharp/cpu.hpp"
+#include "minsharp/core/cpu.hpp"
 
 #include <fstream>
 

@@ -1,8 +1,8 @@
-#include "minsharp/checkpoint.hpp"
+#include "minsharp/io/checkpoint.hpp"
 
-#include "minsharp/checked.hpp"
-#include "minsharp/io_limits.hpp"
-#include "minsharp/models.hpp"
+#include "minsharp/core/checked.hpp"
+#include "minsharp/io/limits.hpp"
+#include "minsharp/nn/models.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,6 +1,6 @@
-#include "minsharp/stats.hpp"
+#include "minsharp/core/stats.hpp"
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,6 +1,6 @@
-#include "minsharp/nn.hpp"
+#include "minsharp/nn/sequential.hpp"
 
-#include "minsharp/parallel.hpp"
+#include "minsharp/core/parallel.hpp"
 
 #include <cmath>
 

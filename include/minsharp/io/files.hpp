@@ -2,7 +2,7 @@
 // (interchangeable with PyTorch state dicts), and CSV text for metrics.
 #pragma once
 
-#include "minsharp/tensor.hpp"
+#include "minsharp/core/tensor.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -79,7 +79,7 @@ void write_safetensors(const std::filesystem::path& file, const Safetensors& con
 
 /// Reads and fully validates a safetensors file (header, dtypes, shapes, offsets covering the
 /// data buffer exactly, unique names, string metadata). Throws IoError naming the file.
-/// Limits (io_limits.hpp): header ≤ 100 MB, nesting ≤ 64 levels; only regular files are read;
+/// Limits (io/limits.hpp): header ≤ 100 MB, nesting ≤ 64 levels; only regular files are read;
 /// a torch.save file (zip or pickle) is named as such.
 Safetensors read_safetensors(const std::filesystem::path& file);
 

@@ -1,7 +1,7 @@
 // im2col / col2im for the GEMM form of conv2d (declared in minsharp/ops/im2col.hpp).
 #include "minsharp/ops/im2col.hpp"
 
-#include "kernels/float_kernels.hpp"
+#include "../kernels/float_kernels.hpp"
 
 #include <algorithm>
 #include <vector>
