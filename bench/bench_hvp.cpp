@@ -3,6 +3,7 @@
 // images at a seeded random init. It prints only what it measured, with the machine.
 //   build/bench/bench_hvp [--models mlp,lenet] [--n 1000] [--threads 2] [--repeat 5]
 //                         [--chunk C] [--data-dir DIR]
+#include "cli.hpp"
 #include "machine.hpp"
 
 #include "minsharp/autograd/hvp.hpp"
@@ -20,6 +21,9 @@
 #include <string>
 
 using namespace minsharp;
+using minsharp::bench::positive;
+using minsharp::bench::process_cpu_seconds;
+using minsharp::bench::split_commas;
 
 namespace {
 
@@ -42,22 +46,6 @@ const char* usage =
     "  --chunk    inputs per recorded forward of the products (default: HvpOptions's)\n"
     "  --data-dir folder with the MNIST IDX files (default: data/mnist of the source tree,\n"
     "             or $MINSHARP_DATA_DIR)\n";
-
-std::size_t positive(const std::string& flag, const std::string& value) {
-    std::size_t v = 0;
-    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-    if (ec != std::errc() || end != value.data() + value.size() || v == 0)
-        throw Error(flag + " '" + value + "' is not a positive whole number");
-    return v;
-}
-
-std::vector<std::string> split_commas(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    for (std::string item; std::getline(in, item, ',');)
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
 
 Args parse(int argc, char** argv) {
     Args a;
@@ -88,12 +76,6 @@ Args parse(int argc, char** argv) {
                         "--repeat R, --chunk C, --data-dir DIR)");
     }
     return a;
-}
-
-double process_cpu_seconds() {
-    timespec t{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
 }
 
 struct Timing {

@@ -9,6 +9,7 @@
 //                               [--data-dir DIR]
 //                               [--full]      (first: the MLP on all 60,000 images, with
 //                                              the memory it takes)
+#include "cli.hpp"
 #include "machine.hpp"
 
 #include "minsharp/autograd/hvp.hpp"
@@ -31,6 +32,9 @@
 #include <thread>
 
 using namespace minsharp;
+using minsharp::bench::positive;
+using minsharp::bench::process_cpu_seconds;
+using minsharp::bench::split_commas;
 using namespace minsharp::sharpness;
 
 namespace {
@@ -44,14 +48,6 @@ struct Args {
     std::string data_dir;
 };
 
-std::vector<std::string> split_commas(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    for (std::string item; std::getline(in, item, ',');)
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
-
 const char* usage =
     "usage: bench_sharpness [--models a,b] [--n-max N] [--threads T] [--repeat R] [--full]\n"
     "                       [--data-dir DIR]\n"
@@ -63,14 +59,6 @@ const char* usage =
     "  --full     first time the MLP on all 60,000 images and report its peak memory\n"
     "  --data-dir folder with the MNIST IDX files (default: data/mnist of the source tree,\n"
     "             or $MINSHARP_DATA_DIR)\n";
-
-std::size_t positive(const std::string& flag, const std::string& value) {
-    std::size_t v = 0;
-    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-    if (ec != std::errc() || end != value.data() + value.size() || v == 0)
-        throw Error(flag + " '" + value + "' is not a positive whole number");
-    return v;
-}
 
 Args parse(int argc, char** argv) {
     Args a;
@@ -143,14 +131,6 @@ private:
     std::atomic<bool> stop_{false};
     std::thread sampler_;
 };
-
-// CPU time of all the process's threads: on a busy machine, wall time / CPU time shows
-// how much of the two cores the run actually got.
-double process_cpu_seconds() {
-    timespec t{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
 
 void print_row(const std::string& what, const char* precision, std::size_t n, double seconds,
                double cpu_seconds) {

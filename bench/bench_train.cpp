@@ -3,6 +3,7 @@
 // workload right after it, for ratios taken in one sitting on one machine.
 //   build/bench/bench_train [--models mlp,lenet] [--examples 60000] [--threads 2]
 //                           [--repeat 3] [--data-dir DIR] [--json FILE]
+#include "cli.hpp"
 #include "machine.hpp"
 
 #include "minsharp/data/datasets.hpp"
@@ -17,6 +18,8 @@
 #include <sstream>
 
 using namespace minsharp;
+using minsharp::bench::positive;
+using minsharp::bench::split_commas;
 
 namespace {
 
@@ -74,14 +77,6 @@ double inference_throughput(const std::string& name, const Dataset& data, std::s
     return double(data.size() / batch * batch) / (now() - start);
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    for (std::string item; std::getline(in, item, ',');)
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
-
 // Best of `repeat` runs: the machine's noise only ever slows a run down.
 template <class F>
 double best_of(int repeat, F&& run) {
@@ -107,14 +102,6 @@ struct UsageError : Error {
     using Error::Error;
 };
 
-std::size_t positive(const std::string& flag, const std::string& value) {
-    std::size_t v = 0;
-    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-    if (ec != std::errc() || end != value.data() + value.size() || v == 0)
-        throw UsageError(flag + " '" + value + "' is not a positive whole number");
-    return v;
-}
-
 struct Args {
     std::string models = "small-mlp,mlp,small-cnn,lenet";
     std::size_t examples = 60000;
@@ -133,9 +120,9 @@ Args parse(int argc, char** argv) {
         if (i + 1 >= argc) throw UsageError(flag + " needs a value (see --help)");
         const std::string value = argv[++i];
         if (flag == "--models") a.models = value;
-        else if (flag == "--examples") a.examples = positive(flag, value);
-        else if (flag == "--threads") a.threads = int(positive(flag, value));
-        else if (flag == "--repeat") a.repeat = int(positive(flag, value));
+        else if (flag == "--examples") a.examples = positive<UsageError>(flag, value);
+        else if (flag == "--threads") a.threads = int(positive<UsageError>(flag, value));
+        else if (flag == "--repeat") a.repeat = int(positive<UsageError>(flag, value));
         else if (flag == "--data-dir") a.data_dir = value;
         else if (flag == "--json") a.json = value;
         else throw UsageError("unknown option '" + flag + "' (see --help)");
