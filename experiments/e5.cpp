@@ -226,7 +226,7 @@ void e5_figure(Figures& f, const std::vector<E5Result>& runs) {
                          colour + " title 'η = " + format_double(r.lr) + "'";
                 if (panel->with_edge)
                     plots += ", " + format_double(r.two_over_lr()) + " w l dt 2" + colour +
-                             " title '2/η = " + format_double(r.two_over_lr()) + "'";
+                             " title '2/η = " + sig(r.two_over_lr()) + "'";
             }
             script += plots + "\n";
         }

@@ -347,7 +347,7 @@ void add_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<double>& 
                                derive_seed(options.seed, lambda_max_stream), "lambda-max",
                                options.progress);
     require_finite_values(*report.lambda_max, "lambda-max");
-    add_layer_lambda_max(report, hvp, model, options);
+    if (options.layer_lambda_max) add_layer_lambda_max(report, hvp, model, options);
     report.seconds.lambda_max = seconds_since(start);
 }
 

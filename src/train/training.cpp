@@ -598,6 +598,7 @@ public:
         gather_batch(train, first.data(), n, x, batch_.y);
         batch_.x = xt::cast<double>(x);
         measure_options_.seed = derive_seed(seed, track_stream);
+        measure_options_.layer_lambda_max = false;  // the whole network's λ_max is what is tracked
     }
 
     std::size_t inputs() const { return batch_.size(); }

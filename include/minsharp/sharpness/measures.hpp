@@ -82,6 +82,9 @@ struct MeasureOptions {
     /// Lanczos steps of lambda-max, top-eigenvalues and adaptive-lambda-max (and of each
     /// layer's λ_max); 0: 20, or 2·top_k + 10 for top-eigenvalues when that is more.
     std::size_t lanczos_iterations = 0;
+    /// With lambda-max: also each layer's λ_max (one more Lanczos run per layer; training's
+    /// --track leaves it out to keep the tracking cheap).
+    bool layer_lambda_max = true;
     std::size_t spectrum_probes = 4;       ///< Rademacher probes of the spectral density
     std::size_t spectrum_steps = 40;       ///< Lanczos steps per probe of the density
     Precision precision = Precision::Double;  ///< of the diag-H pass
