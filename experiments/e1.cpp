@@ -139,9 +139,7 @@ void run_e1_job(const Job& job) {
     E1Result r = compare_diag_hessians(model, to_double(images.images), job.threads);
     r.model = job.model;
     r.trial = job.trial;
-    nlohmann::json j = r.to_json();
-    j["job"] = job.identity();
-    write_json(job.result_file(), j);
+    write_result(job, r.to_json());
 }
 
 // ---- results ----------------------------------------------------------------------------

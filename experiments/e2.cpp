@@ -86,9 +86,7 @@ void run_e2_job(const Job& job) {
                                     job.seed, job.threads);
     r.model = job.model;
     r.trial = job.trial;
-    nlohmann::json j = r.to_json();
-    j["job"] = job.identity();
-    write_json(job.result_file(), j);
+    write_result(job, r.to_json());
 }
 
 // ---- results ----------------------------------------------------------------------------

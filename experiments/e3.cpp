@@ -91,9 +91,7 @@ void run_e3_job(const Job& job) {
     r.trial = job.trial;
     r.epochs = job.epochs;
     for (const auto& epoch : run.history) r.train_seconds += epoch.seconds;
-    nlohmann::json j = r.to_json();
-    j["job"] = job.identity();
-    write_json(job.result_file(), j);
+    write_result(job, r.to_json());
 }
 
 // ---- results ----------------------------------------------------------------------------

@@ -111,9 +111,7 @@ void run_e4_job(const Job& job) {
     }
     const Sequential<double> model = convert_model<double>(run.model);
     r.rows = scale_invariance_rows(model, to_double(data.train.images), job.factors, job.threads);
-    nlohmann::json j = r.to_json();
-    j["job"] = job.identity();
-    write_json(job.result_file(), j);
+    write_result(job, r.to_json());
 }
 
 // ---- results ----------------------------------------------------------------------------

@@ -58,9 +58,7 @@ void run_e5_job(const Job& job) {
     options.track.interval = {std::size_t(job.track_every), TrackInterval::Unit::Steps};
     options.track.inputs = data.train.size();
     const RunResult run = train_run(config, job.folder(), options, &data);
-    nlohmann::json j = e5_result(job, run).to_json();
-    j["job"] = job.identity();
-    write_json(job.result_file(), j);
+    write_result(job, e5_result(job, run).to_json());
 }
 
 EdgeSummary summarize_edge(const E5Result& run, double threshold) {

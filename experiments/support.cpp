@@ -22,6 +22,11 @@ void write_json(const fs::path& file, const nlohmann::json& j) {
     write_file_atomic(file, j.dump(2) + "\n");
 }
 
+void write_result(const Job& job, nlohmann::json result) {
+    result["job"] = job.identity();
+    write_json(job.result_file(), result);
+}
+
 Dataset random_training_images(const Job& job) {
     const DatasetSplit split = load_dataset(job.dataset, job.data_dir.empty()
                                                              ? default_data_dir(job.dataset)

@@ -24,4 +24,8 @@ nlohmann::json read_json(const std::filesystem::path& file);
 /// Writes `j` (indented) atomically.
 void write_json(const std::filesystem::path& file, const nlohmann::json& j);
 
+/// Writes a job's result to job.result_file(), stamped with the job's identity under "job"
+/// (what the runner checks before it skips a finished job).
+void write_result(const Job& job, nlohmann::json result);
+
 }  // namespace minsharp::experiments
