@@ -1,5 +1,6 @@
 // The float kernels as plain loops: the definition the vector variants match bit for bit,
 // and the kernels of CPUs without a vector variant here (or MINSHARP_SIMD=scalar).
+#include "col2im_rows.hpp"
 #include "float_kernels.hpp"
 #include "max_pool_row.hpp"
 
@@ -23,16 +24,6 @@ void im2col_dense(const float* __restrict image, size_t channels, size_t height,
                 }
             }
 }
-
-// The column rows that land on image row y of one channel.
-struct ColumnRows {
-    const float* cols;
-    size_t ld, k, wo, y, ky_lo, ky_hi;
-
-    const float* row(size_t ky, size_t kx) const {
-        return cols + (ky * k + kx) * ld + (y - ky) * wo;
-    }
-};
 
 // Image column x gets the contribution of column row (ky, kx) at oy = y − ky, ox = x − kx
 // when ox is inside [0, wo): summed into two accumulators by the parity of kx, kx outside
@@ -66,13 +57,7 @@ void col2im_row(const ColumnRows& rows, size_t width, float* dst) {
 
 void col2im_dense(const float* cols, size_t ld, size_t channels, size_t height, size_t width,
                   size_t k, float* image) {
-    const size_t ho = height - k + 1, wo = width - k + 1;
-    for (size_t c = 0; c < channels; ++c)
-        for (size_t y = 0; y < height; ++y) {
-            const size_t ky_lo = y >= ho ? y - ho + 1 : 0, ky_hi = y + 1 < k ? y + 1 : k;
-            const ColumnRows rows{cols + c * k * k * ld, ld, k, wo, y, ky_lo, ky_hi};
-            col2im_row(rows, width, image + (c * height + y) * width);
-        }
+    col2im_by_rows(cols, ld, channels, height, width, k, image, col2im_row);
 }
 
 }  // namespace

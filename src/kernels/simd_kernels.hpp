@@ -9,6 +9,7 @@
 // GCC's loops with AVX2 (docs/benchmarks.md, "Float kernels per instruction set").
 #pragma once
 
+#include "col2im_rows.hpp"
 #include "float_kernels.hpp"
 
 #include <immintrin.h>
@@ -217,16 +218,6 @@ void im2col_dense(const float* image, size_t channels, size_t height, size_t wid
 // the image in turn is 2.6× slower: the overlapping read-modify-writes of one image row stall
 // on store forwarding.)
 
-// The column rows that land on image row y of one channel.
-struct ColumnRows {
-    const float* cols;
-    size_t ld, k, wo, y, ky_lo, ky_hi;
-
-    const float* row(size_t ky, size_t kx) const {
-        return cols + (ky * k + kx) * ld + (y - ky) * wo;
-    }
-};
-
 // sum += the column rows (ky, kx) for every ky, shifted to image columns [x0, x0 + W).
 template <class A, bool Interior>
 void add_column_rows(const ColumnRows& rows, size_t x0, size_t kx, Floats<A>& sum) {
@@ -284,13 +275,7 @@ void col2im_row(const ColumnRows& rows, size_t width, float* dst) {
 template <class A>
 void col2im_dense(const float* cols, size_t ld, size_t channels, size_t height, size_t width,
                   size_t k, float* image) {
-    const size_t ho = height - k + 1, wo = width - k + 1;
-    for (size_t c = 0; c < channels; ++c)
-        for (size_t y = 0; y < height; ++y) {
-            const size_t ky_lo = y >= ho ? y - ho + 1 : 0, ky_hi = y + 1 < k ? y + 1 : k;
-            const ColumnRows rows{cols + c * k * k * ld, ld, k, wo, y, ky_lo, ky_hi};
-            col2im_row<A>(rows, width, image + (c * height + y) * width);
-        }
+    col2im_by_rows(cols, ld, channels, height, width, k, image, col2im_row<A>);
 }
 
 // ---- 2×2 max pooling --------------------------------------------------------------------
