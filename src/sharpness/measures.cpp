@@ -192,12 +192,12 @@ void add_adaptive(SharpnessReport& report, Sequential<double>& model, const Diag
     report.seconds.adaptive = seconds_since(start);
 }
 
-void add_diag_measures(SharpnessReport& report, Sequential<double>& model, const Batch<double>& data,
+void add_diag_measures(SharpnessReport& report, Sequential<double>& model,
+                       const ParametricStructure<double>& structure, const Batch<double>& data,
                        const MeasureOptions& options) {
     auto start = Clock::now();
     const DiagHessian diag = diag_hessian(model, data.x, options);
     report.seconds.diag_hessian = seconds_since(start);
-    const ParametricStructure<double> structure(model);
     const std::vector<LayerDiag> diags = structure.layer_diags(diag);
     double trace = 0.0;
     for (std::size_t l = 0; l < diags.size(); ++l) {
@@ -315,8 +315,8 @@ std::vector<std::size_t> layer_coordinates(const ParametricLayer<double>& layer,
 // λ_max of layer l's block H_ll: the product with a direction zero outside the layer,
 // read back on the layer's coordinates only.
 void add_layer_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<double>& model,
+                          const ParametricStructure<double>& structure,
                           const MeasureOptions& options) {
-    const ParametricStructure<double> structure(model);
     const auto offsets = parameter_offsets(model);
     const std::size_t dim = hvp.product.dimension();
     std::vector<double> full_v(dim, 0.0), full_hv(dim);
@@ -341,13 +341,13 @@ void add_layer_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<dou
 }
 
 void add_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<double>& model,
-                    const MeasureOptions& options) {
+                    const ParametricStructure<double>& structure, const MeasureOptions& options) {
     const auto start = Clock::now();
     report.lambda_max = top_of(hvp.callback(), hvp.product.dimension(), 1, lanczos_steps(options, 1),
                                derive_seed(options.seed, lambda_max_stream), "lambda-max",
                                options.progress);
     require_finite_values(*report.lambda_max, "lambda-max");
-    if (options.layer_lambda_max) add_layer_lambda_max(report, hvp, model, options);
+    if (options.layer_lambda_max) add_layer_lambda_max(report, hvp, model, structure, options);
     report.seconds.lambda_max = seconds_since(start);
 }
 
@@ -394,17 +394,18 @@ void add_adaptive_lambda_max(SharpnessReport& report, ExactHvp& hvp, Sequential<
     report.seconds.adaptive_lambda_max = seconds_since(start);
 }
 
-void add_hvp_measures(SharpnessReport& report, Sequential<double>& model, const Batch<double>& data,
-                      const MeasureOptions& options) {
-    if (wants(report.measures, Measure::LambdaMax) && report.layers.empty())
-        throw Error("measure_sharpness: internal: per-layer λ_max needs the layer rows");
+// `structure` is set when lambda-max is asked for (its per-layer rows and blocks need it).
+void add_hvp_measures(SharpnessReport& report, Sequential<double>& model,
+                      const std::optional<ParametricStructure<double>>& structure,
+                      const Batch<double>& data, const MeasureOptions& options) {
     auto start = Clock::now();
     autograd::HvpOptions hvp_options;
     hvp_options.chunk = options.chunk;
     ExactHvp hvp{autograd::HessianVectorProduct<double>(model, data.x, data.y, hvp_options)};
     report.seconds.hvp_recording = seconds_since(start);
     if (wants(report.measures, Measure::Hutchinson)) add_hutchinson(report, hvp, options);
-    if (wants(report.measures, Measure::LambdaMax)) add_lambda_max(report, hvp, model, options);
+    if (wants(report.measures, Measure::LambdaMax))
+        add_lambda_max(report, hvp, model, structure.value(), options);
     if (wants(report.measures, Measure::TopEigenvalues)) add_top_eigenvalues(report, hvp, options);
     if (wants(report.measures, Measure::Spectrum)) add_spectrum(report, hvp, options);
     if (wants(report.measures, Measure::AdaptiveLambdaMax))
@@ -428,8 +429,7 @@ void add_fisher_rao(SharpnessReport& report, Sequential<double>& model, const Ba
 
 // Layer rows (name, spec, parameters) without traces, for per-layer λ_max when no diag-H
 // measure was asked for.
-void add_layer_rows(SharpnessReport& report, Sequential<double>& model) {
-    const ParametricStructure<double> structure(model);
+void add_layer_rows(SharpnessReport& report, const ParametricStructure<double>& structure) {
     for (const auto& layer : structure.layers()) {
         LayerRow row;
         row.name = layer.name;
@@ -638,9 +638,13 @@ SharpnessReport measure_sharpness(Sequential<double>& model, const Batch<double>
     }
     if (wants(measures, Measure::Spectrum) && (options.spectrum_probes == 0 || options.spectrum_steps == 0))
         throw Error("measure_sharpness: the spectrum needs at least one probe and one Lanczos step");
-    if (diag) add_diag_measures(report, model, data, options);
-    if (wants(measures, Measure::LambdaMax) && report.layers.empty()) add_layer_rows(report, model);
-    if (hvp) add_hvp_measures(report, model, data, options);
+    // Built once, for the measures that read the layers: the diagonal's per-layer blocks
+    // and λ_max's per-layer rows.
+    std::optional<ParametricStructure<double>> structure;
+    if (diag || wants(measures, Measure::LambdaMax)) structure.emplace(model);
+    if (diag) add_diag_measures(report, model, *structure, data, options);
+    if (wants(measures, Measure::LambdaMax) && report.layers.empty()) add_layer_rows(report, *structure);
+    if (hvp) add_hvp_measures(report, model, structure, data, options);
     if (wants(measures, Measure::FisherRao)) add_fisher_rao(report, model, data, options);
     return report;
 }
