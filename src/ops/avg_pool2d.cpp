@@ -24,17 +24,6 @@ PoolDims pool_dims(const Node<T>& in, const Window& win) {
             checked_output_extent(win, w, "avg_pool2d width")};
 }
 
-// Runs plane(p) for every (image, channel) plane, one contiguous range per worker when
-// there is enough work.
-template <class F>
-void for_planes(std::size_t planes, std::size_t elements, F&& plane) {
-    const std::size_t parts = elements < parallel_ranges_min ? 1 : parts_for(planes);
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(planes, parts, part);
-        for (std::size_t p = begin; p < end; ++p) plane(p);
-    });
-}
-
 template <class T>
 void avg_pool_plane(const T* x, const PoolDims& d, const Window& win, T* y) {
     const T area = T(win.kernel * win.kernel);

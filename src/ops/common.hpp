@@ -39,6 +39,17 @@ inline std::size_t parts_for(std::size_t items) {
     return std::max<std::size_t>(1, std::min<std::size_t>(items, std::size_t(worker_threads())));
 }
 
+// Runs plane(p) for every (image, channel) plane, one contiguous range per worker when
+// there is enough work (`elements`, the outputs over all planes).
+template <class F>
+void for_planes(std::size_t planes, std::size_t elements, F&& plane) {
+    const std::size_t parts = elements < parallel_ranges_min ? 1 : parts_for(planes);
+    parallel_parts(parts, [&](std::size_t part) {
+        const auto [begin, end] = part_range(planes, parts, part);
+        for (std::size_t p = begin; p < end; ++p) plane(p);
+    });
+}
+
 // Window::output_extent adds 2·padding unchecked: a padding of 2^63 wraps to an extent
 // that computes as padding 0. Checked here first for windows that did not come through
 // a layer's limits.

@@ -304,10 +304,7 @@ void jvp_conv2d(const JvpArgs<T>& a) {
             beta = T(1);
         }
         if (beta == T(0)) std::fill_n(y, d.image_out(), T(0));
-        if (a.direction.bias)
-            for (std::size_t c = 0; c < d.o; ++c)
-                for (std::size_t p = 0; p < d.plane(); ++p)
-                    y[c * d.plane() + p] += a.direction.bias[c];
+        if (a.direction.bias) conv_epilogue(y, d.o, d.plane(), a.direction.bias, false);
         if (a.node.relu)
             zero_where_inactive(a.node.value.data() + i * d.image_out(), y, d.image_out());
     });

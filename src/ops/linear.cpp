@@ -105,9 +105,7 @@ void backward_jvp_linear(const BackwardJvpArgs<T>& a) {
         if (a.input_tangent)
             parallel_gemm<T>(Trans::Yes, Trans::No, o, f, n, T(1), g, a.input_tangent, T(1), wp);
     }
-    if (T* bp = a.direction.bias_product)
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < o; ++j) bp[j] += a.grad_tangent[i * o + j];
+    if (T* bp = a.direction.bias_product) add_column_sums(a.grad_tangent, n, o, bp);
     if (T* dx = a.input_grad_tangent) {
         parallel_gemm<T>(Trans::No, Trans::No, n, f, o, T(1), a.grad_tangent,
                          a.node.weight->data(), a.accumulate ? T(1) : T(0), dx);

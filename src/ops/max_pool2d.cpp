@@ -124,15 +124,11 @@ void backward_max_pool2d(Tape<T>& tape, NodeId id, bool) {
     // A fused ReLU's backward costs little here (its values are read only at the argmax) and
     // saves the conv a pass over its gradient.
     const T* active = in.relu ? in.value.data() : nullptr;
-    const std::size_t parts = out.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(planes, parts, part);
-        for (std::size_t p = begin; p < end; ++p) {
-            const T* dy = out.grad.data() + p * plane;
-            const std::uint32_t* argmax = out.argmax.data() + p * plane;
-            max_pool_backward_plane(dy, argmax, plane, active, in.grad_written, in_plane,
-                                    in.grad.data(), in.grad.data() + p * in_plane);
-        }
+    for_planes(planes, out.argmax.size(), [&](std::size_t p) {
+        const T* dy = out.grad.data() + p * plane;
+        const std::uint32_t* argmax = out.argmax.data() + p * plane;
+        max_pool_backward_plane(dy, argmax, plane, active, in.grad_written, in_plane,
+                                in.grad.data(), in.grad.data() + p * in_plane);
     });
     wrote_grad(in, in.relu);
 }
@@ -163,15 +159,11 @@ void backward_jvp_max_pool2d(const BackwardJvpArgs<T>& a) {
     const auto& s = a.node.value.shape();
     const std::size_t planes = s[0] * s[1], plane = s[2] * s[3];
     const std::size_t in_plane = a.input.value.shape()[2] * a.input.value.shape()[3];
-    const std::size_t parts = a.node.argmax.size() < parallel_ranges_min ? 1 : parts_for(planes);
-    parallel_parts(parts, [&](std::size_t part) {
-        const auto [begin, end] = part_range(planes, parts, part);
-        for (std::size_t p = begin; p < end; ++p) {
-            if (!a.accumulate) std::fill_n(dx + p * in_plane, in_plane, T(0));
-            const T* r = a.grad_tangent + p * plane;
-            const std::uint32_t* argmax = a.node.argmax.data() + p * plane;
-            for (std::size_t i = 0; i < plane; ++i) dx[argmax[i]] += r[i];
-        }
+    for_planes(planes, a.node.argmax.size(), [&](std::size_t p) {
+        if (!a.accumulate) std::fill_n(dx + p * in_plane, in_plane, T(0));
+        const T* r = a.grad_tangent + p * plane;
+        const std::uint32_t* argmax = a.node.argmax.data() + p * plane;
+        for (std::size_t i = 0; i < plane; ++i) dx[argmax[i]] += r[i];
     });
 }
 
