@@ -31,12 +31,6 @@ constexpr double brute_force_step = 1e-6;
 constexpr double check_step = 1e-7;
 constexpr std::array<double, 3> refine_steps = {1e-8, 1e-9, 1e-10};
 
-std::vector<double> flatten(const sharpness::DiagHessian& d) {
-    std::vector<double> flat;
-    for (const auto& p : d.parameters) flat.insert(flat.end(), p.values.begin(), p.values.end());
-    return flat;
-}
-
 // Whether two difference quotients of one entry disagree by more than rounding explains.
 bool disagree(double a, double b, double scale) {
     return std::abs(a - b) > 1e-3 * (std::abs(a) + std::abs(b)) + 1e-6 * scale;
@@ -53,8 +47,9 @@ struct Reference {
 Reference checked_reference(Sequential<double>& model, const Tensor4<double>& x,
                             const sharpness::DiagHessian& brute) {
     const auto start = std::chrono::steady_clock::now();
-    Reference r{flatten(brute), 0, 0, 0};
-    const std::vector<double> check = flatten(sharpness::brute_force_diag_hessian(model, x, check_step));
+    Reference r{brute.flat(), 0, 0, 0};
+    const std::vector<double> check =
+        sharpness::brute_force_diag_hessian(model, x, check_step).flat();
     double scale = 0;
     for (double v : r.values) scale = std::max(scale, std::abs(v));
     std::vector<std::size_t> suspects;
@@ -112,7 +107,7 @@ E1Result compare_diag_hessians(const Sequential<double>& model, const Tensor4<do
     const sharpness::DiagHessian fast_float = sharpness::exact_diag_hessian(mf, xf, options);
     const sharpness::DiagHessian brute = sharpness::brute_force_diag_hessian(m, x, brute_force_step);
     const Reference reference = checked_reference(m, x, brute);
-    const std::vector<double> fast_flat = flatten(fast), float_flat = flatten(fast_float);
+    const std::vector<double> fast_flat = fast.flat(), float_flat = fast_float.flat();
 
     E1Result r;
     r.n = x.shape()[0];

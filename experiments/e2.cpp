@@ -19,12 +19,6 @@ namespace minsharp::experiments {
 
 namespace {
 
-std::vector<double> flat_diag(const sharpness::DiagHessian& d) {
-    std::vector<double> flat;
-    for (const auto& p : d.parameters) flat.insert(flat.end(), p.values.begin(), p.values.end());
-    return flat;
-}
-
 double norm(const std::vector<double>& v) {
     double s = 0;
     for (double x : v) s += x * x;
@@ -58,7 +52,7 @@ E2Result compare_estimators(const Sequential<double>& model, const Tensor4<doubl
     sharpness::EstimatorOptions options;
     options.record_at = sharpness::record_points(samples);
     options.keep_estimates = false;
-    options.reference_diag = flat_diag(exact);
+    options.reference_diag = exact.flat();
     r.diag_norm = norm(options.reference_diag);
 
     Rng gaussian(derive_seed(seed, 10));
