@@ -105,7 +105,7 @@ Inputs choose_inputs(const std::optional<TrainConfig>& trained, const std::strin
         return {std::move(prepared.train), what + ")"};
     }
     const std::string name = !dataset.empty() ? dataset : trained ? trained->dataset : "mnist";
-    const std::filesystem::path dir = data_dir.empty() ? default_data_dir(name) : std::filesystem::path(data_dir);
+    const std::filesystem::path dir = data_dir_or_default(name, data_dir);
     DatasetSplit split = load_dataset(name, dir);
     auto [data, what] = select_inputs(choice.split == "train" ? split.train : split.test, name, choice);
     if (choice.split == "train" && trained && (trained->subset == "random" || trained->label_noise > 0))

@@ -149,9 +149,7 @@ int main(int argc, char** argv) try {
     const Args args = parse(argc, argv);
     set_threads(args.threads);
     const Dataset train =
-        load_dataset("mnist", args.data_dir.empty() ? default_data_dir("mnist")
-                                                    : std::filesystem::path(args.data_dir))
-            .train;
+        load_dataset("mnist", data_dir_or_default("mnist", args.data_dir)).train;
     if (args.n > train.size())
         throw Error("--n " + std::to_string(args.n) + " exceeds the " +
                     std::to_string(train.size()) + " training images");

@@ -249,9 +249,7 @@ int main(int argc, char** argv) try {
     const Args args = parse(argc, argv);
     set_blas_threads(args.threads);
     const Dataset train =
-        load_dataset("mnist", args.data_dir.empty() ? default_data_dir("mnist")
-                                                    : std::filesystem::path(args.data_dir))
-            .train;
+        load_dataset("mnist", data_dir_or_default("mnist", args.data_dir)).train;
     std::printf("bench_sharpness\n%sBLAS threads %d, per-input worker threads %d\n",
                 bench::machine_info(args.threads).header().c_str(), blas_threads(), args.threads);
     std::printf("data: %s, %zu images; models at seed 1 (PyTorch default init)\n\n",

@@ -149,9 +149,7 @@ int main(int argc, char** argv) {
         // Specs first: a typo fails now, not after minutes of measuring the other models.
         std::vector<std::string> specs;
         for (const auto& name : models) specs.push_back(make_model<float>(name, 1).spec());
-        const std::filesystem::path dir =
-            args.data_dir.empty() ? default_data_dir("mnist") : std::filesystem::path(args.data_dir);
-        auto split = load_dataset("mnist", dir);
+        auto split = load_dataset("mnist", data_dir_or_default("mnist", args.data_dir));
         const Dataset data = subset_first(split.train, std::min(args.examples, split.train.size()));
         split = DatasetSplit{};
         for (std::size_t batch : {std::size_t(128), std::size_t(1024)})

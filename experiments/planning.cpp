@@ -62,8 +62,7 @@ double Job::estimated_seconds() const {
 std::vector<Job> plan_jobs(const Profile& profile, const PlanSettings& settings) {
     Job base;
     base.dataset = settings.dataset;
-    base.data_dir = fs::absolute(settings.data_dir.empty() ? default_data_dir(settings.dataset)
-                                                           : fs::path(settings.data_dir))
+    base.data_dir = fs::absolute(data_dir_or_default(settings.dataset, settings.data_dir))
                         .lexically_normal()
                         .string();
     base.out = fs::absolute(settings.out).lexically_normal().string();

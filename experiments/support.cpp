@@ -28,9 +28,8 @@ void write_result(const Job& job, nlohmann::json result) {
 }
 
 Dataset random_training_images(const Job& job) {
-    const DatasetSplit split = load_dataset(job.dataset, job.data_dir.empty()
-                                                             ? default_data_dir(job.dataset)
-                                                             : fs::path(job.data_dir));
+    const DatasetSplit split =
+        load_dataset(job.dataset, data_dir_or_default(job.dataset, job.data_dir));
     Rng rng(derive_seed(job.seed, 1));
     return subset_random(split.train, job.n, rng);
 }

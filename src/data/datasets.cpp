@@ -504,6 +504,10 @@ fs::path default_data_dir(std::string_view name) {
     return "/usr/share/datasets/fashion-mnist";
 }
 
+fs::path data_dir_or_default(std::string_view name, const std::string& given) {
+    return given.empty() ? default_data_dir(name) : fs::path(given);
+}
+
 Dataset subset_first(const Dataset& d, std::size_t n) {
     check_subset_size(d, n, "subset_first");
     std::vector<std::size_t> indices(n);

@@ -205,10 +205,8 @@ TrackPoint TrackPoint::from_json(const nlohmann::json& j) {
 // ---- data -----------------------------------------------------------------------------
 
 PreparedData prepare_data(const TrainConfig& config) {
-    const std::filesystem::path dir = config.data_dir.empty()
-                                          ? default_data_dir(config.dataset)
-                                          : std::filesystem::path(config.data_dir);
-    DatasetSplit split = load_dataset(config.dataset, dir);
+    DatasetSplit split =
+        load_dataset(config.dataset, data_dir_or_default(config.dataset, config.data_dir));
     PreparedData out{std::move(split.train), std::move(split.test), {}};
     if (config.train_size > 0 && config.train_size != out.train.size()) {
         Rng rng(derive_seed(config.seed, subset_stream));

@@ -82,6 +82,9 @@ DatasetSplit load_dataset(std::string_view name, const std::filesystem::path& di
 /// and /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) for "fashion-mnist".
 std::filesystem::path default_data_dir(std::string_view name);
 
+/// The folder a user gave (--data-dir), or default_data_dir(name) when none was given.
+std::filesystem::path data_dir_or_default(std::string_view name, const std::string& given);
+
 /// The first n examples. Throws DataError if n > d.size().
 Dataset subset_first(const Dataset& d, std::size_t n);
 
