@@ -10,7 +10,7 @@ usage() {
   cat <<'EOF'
 usage: bench/compare.sh [--build DIR] [--out STEM] [--repeat R] [--examples N]
                         [--models a,b] [--threads T] [--data-dir DIR] [--python PY]
-                        [--openblas-coretype CORE]
+                        [--openblas-coretype CORE] [--max-isa avx2]
   --build     meson build dir holding bench/bench_train (default: build)
   --out       write STEM.md and STEM.json (default: DIR/compare, i.e. build/compare)
   --repeat    best of R epochs per cell, both sides (default 3)
@@ -23,6 +23,14 @@ usage: bench/compare.sh [--build DIR] [--out STEM] [--repeat R] [--examples N]
               force OpenBLAS's kernels (e.g. SkylakeX, Haswell) for both sides; both use
               the system OpenBLAS, which falls back to Prescott (SSE3) on CPU models it
               does not know (the header then prints a warning)
+  --max-isa avx2
+              cap both sides at AVX2 + FMA on an AVX-512 CPU, to stand in for an AVX2-only
+              one: minsharp's kernels (MINSHARP_SIMD=avx2), OpenBLAS's (Haswell), PyTorch's
+              own (ATEN_CPU_CAPABILITY=avx2) and its oneDNN convolutions (ONEDNN_MAX_CPU_ISA,
+              DNNL_MAX_CPU_ISA). Build minsharp for it with
+              meson setup build-avx2 -Dnative=false -Dcpp_args=-march=x86-64-v3
+              and pass --build build-avx2. Still not a measurement of an AVX2 CPU: cache,
+              clock and execution units are this CPU's.
 PyTorch runs with torch.set_num_threads(T) and OMP_WAIT_POLICY=PASSIVE.
 EOF
 }
@@ -35,13 +43,17 @@ die() { echo "compare.sh: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
-    --build|--out|--repeat|--examples|--models|--threads|--data-dir|--python|--openblas-coretype)
+    --build|--out|--repeat|--examples|--models|--threads|--data-dir|--python|--openblas-coretype|--max-isa)
       [ $# -ge 2 ] || { echo "compare.sh: error: $1 needs a value (see --help)" >&2; exit 2; }
       case $1 in
         --build) build=$2 ;;
         --out) out=$2 ;;
         --python) python=$2 ;;
         --openblas-coretype) export OPENBLAS_CORETYPE=$2 ;;
+        --max-isa)
+          [ "$2" = avx2 ] || die "--max-isa takes avx2, not '$2'"
+          export MINSHARP_SIMD=avx2 OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 \
+                 ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 ;;
         *) bench_args+=("$1" "$2") ;;
       esac
       shift 2 ;;

@@ -2,10 +2,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include "minsharp/core/checked.hpp"
+#include "minsharp/core/huge_buffer.hpp"
 #include "minsharp/io/files.hpp"
 #include "minsharp/nn/models.hpp"
 #include "minsharp/core/parallel.hpp"
 
+#include <cstdint>
 #include <limits>
 
 using namespace minsharp;
@@ -100,4 +102,17 @@ BOOST_AUTO_TEST_CASE(thread_count_is_capped) {
     BOOST_TEST(worker_threads() == max_threads);
     set_threads(1);
     BOOST_TEST(worker_threads() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(huge_buffer_is_aligned_usable_and_checks_its_size) {
+    HugeBuffer<double> big((std::size_t(3) << 20) / sizeof(double) + 5);  // over 2 MiB
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(big.data()) % (std::size_t(2) << 20) == 0u);
+    for (std::size_t i = 0; i < big.size(); ++i) big.data()[i] = double(i);
+    BOOST_TEST(big.data()[big.size() - 1] == double(big.size() - 1));
+    HugeBuffer<float> small(10);
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(small.data()) % 64 == 0u);
+    HugeBuffer<float> moved = std::move(small);
+    BOOST_TEST(moved.size() == 10u);
+    BOOST_TEST(small.data() == nullptr);
+    expect_error([] { HugeBuffer<double> b(size_max / 4); }, "buffer size");
 }

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE spectral
 #include <boost/test/unit_test.hpp>
 
+#include "minsharp/core/parallel.hpp"
 #include "minsharp/core/random.hpp"
 #include "minsharp/sharpness/spectral.hpp"
 #include "minsharp/core/tensor.hpp"
@@ -154,6 +155,43 @@ BOOST_AUTO_TEST_CASE(invariant_krylov_space_stops_early_with_exact_values) {
         BOOST_TEST(std::abs(r.values[i] - want[i]) < 1e-12);
         BOOST_TEST(r.residuals[i] < 1e-12);
     }
+}
+
+// The residuals come from the Lanczos relation, not from a further product: they must be
+// the residuals of the returned vectors, also far from convergence.
+BOOST_AUTO_TEST_CASE(residuals_equal_explicit_norm_of_hu_minus_theta_u) {
+    const KnownSpectrum m(spectrum({4, 3.9, 3.5}, 300, -2.0, 2.0, 13), 14);
+    const EigenResult r = top_eigenvalues(m.product(), m.n, 4, 8, 3, {EigenOrder::Largest, true});
+    std::vector<double> hu(m.n);
+    for (std::size_t i = 0; i < r.values.size(); ++i) {
+        m.product()(r.vectors[i], hu);
+        double sq = 0.0;
+        for (std::size_t j = 0; j < m.n; ++j) {
+            const double e = hu[j] - r.values[i] * r.vectors[i][j];
+            sq += e * e;
+        }
+        const double explicit_residual = std::sqrt(sq);
+        BOOST_TEST(explicit_residual > 1e-3, "8 steps must leave pair " << i << " unconverged");
+        BOOST_TEST(std::abs(r.residuals[i] - explicit_residual) < 1e-10 * explicit_residual + 1e-13,
+                   i << ": " << r.residuals[i] << " vs " << explicit_residual);
+    }
+}
+
+// Vectors longer than one orthogonalisation block are split over the workers; the sums
+// keep their order, so any thread count gives the same bits.
+BOOST_AUTO_TEST_CASE(long_vectors_give_the_same_bits_for_any_thread_count) {
+    std::vector<double> d(200'000);
+    Rng rng(21);
+    for (auto& x : d) x = rng.uniform(-1.0, 3.0);
+    d[12345] = 5.0;
+    set_threads(1);
+    const EigenResult one = top_eigenvalues(diagonal_product(d), d.size(), 2, 12, 4);
+    set_threads(2);
+    const EigenResult two = top_eigenvalues(diagonal_product(d), d.size(), 2, 12, 4);
+    set_threads(0);
+    BOOST_TEST(one.values == two.values);
+    BOOST_TEST(one.residuals == two.residuals);
+    BOOST_TEST(std::abs(one.values[0] - 5.0) < 1e-6, one.values[0]);
 }
 
 BOOST_AUTO_TEST_CASE(same_seed_same_bits_other_seed_other_start) {

@@ -72,25 +72,21 @@ void jvp_relu(const JvpArgs<T>& a) {
         std::fill_n(a.tangent, n, T(0));
         return;
     }
+    // The tangent passes through where the unit is active: the mask of relu's backward.
     const T* y = a.node.value.data();
     parallel_ranges(n, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i)
-            a.tangent[i] = y[i] > T(0) ? a.input_tangent[i] : T(0);
+        relu_grad_range(y + begin, a.input_tangent + begin, a.tangent + begin, end - begin, false);
     });
 }
 
 // ∂x = mask ⊙ ∂y with the mask locally constant: R(∂x) = mask ⊙ R(∂y).
 template <class T>
 void backward_jvp_relu(const BackwardJvpArgs<T>& a) {
-    T* dx = a.input_grad_tangent;
-    if (!dx) return;
+    if (!a.input_grad_tangent) return;
     const T* y = a.node.value.data();
-    const T* r = a.grad_tangent;
     parallel_ranges(a.node.value.size(), [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i) {
-            const T v = y[i] > T(0) ? r[i] : T(0);
-            dx[i] = a.accumulate ? dx[i] + v : v;
-        }
+        relu_grad_range(y + begin, a.grad_tangent + begin, a.input_grad_tangent + begin,
+                        end - begin, a.accumulate);
     });
 }
 

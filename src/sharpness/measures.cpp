@@ -283,7 +283,7 @@ void add_hutchinson(SharpnessReport& report, ExactHvp& hvp, const MeasureOptions
 EigenvalueResult top_of(const HessianVectorProduct& product, std::size_t dim, std::size_t k,
                         std::size_t steps, std::uint64_t seed, std::string_view measure, bool progress) {
     std::optional<ProgressBar> bar;
-    if (progress) bar.emplace(std::string(measure), steps + k);
+    if (progress) bar.emplace(std::string(measure), steps);
     const EigenResult e = top_eigenvalues(counted(product, bar, measure), dim, k, steps, seed);
     if (bar) bar->finish();
     return eigenvalue_result(e);

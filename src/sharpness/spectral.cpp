@@ -3,6 +3,8 @@
 #include "minsharp/sharpness/spectral.hpp"
 
 #include "minsharp/core/checked.hpp"
+#include "minsharp/core/huge_buffer.hpp"
+#include "minsharp/core/parallel.hpp"
 #include "minsharp/core/random.hpp"
 #include "minsharp/core/tensor.hpp"
 
@@ -42,16 +44,41 @@ void apply(const HessianVectorProduct& hvp, const double* v, double* hv, std::si
         throw Error(std::string(method) + ": the Hessian-vector product is not finite");
 }
 
-double dot(const double* a, const double* b, std::size_t dim) {
-    return cblas_ddot(blas_int(dim), a, 1, b, 1);
+// Vectors are cut into blocks of this many entries, which run on the workers. A fixed
+// block size, not one block per worker, keeps the order of every sum, and so the results,
+// the same for any thread count.
+constexpr std::size_t block_size = std::size_t(1) << 16;
+
+std::size_t blocks_of(std::size_t dim) { return (dim + block_size - 1) / block_size; }
+
+// Runs part(block, begin, end) for each block of [0, dim) on the workers.
+template <class Part>
+void for_blocks(std::size_t dim, Part&& part) {
+    const std::size_t blocks = blocks_of(dim);
+    parallel_parts(blocks, [&](std::size_t b) {
+        const auto [begin, end] = part_range(dim, blocks, b);
+        part(b, begin, end);
+    });
 }
 
-double norm(const double* a, std::size_t dim) { return cblas_dnrm2(blas_int(dim), a, 1); }
+// aᵀb, the blocks' partial sums added in block order.
+double dot(const double* a, const double* b, std::size_t dim) {
+    std::vector<double> partial(blocks_of(dim));
+    for_blocks(dim, [&](std::size_t block, std::size_t begin, std::size_t end) {
+        partial[block] = cblas_ddot(blas_int(end - begin), a + begin, 1, b + begin, 1);
+    });
+    return std::accumulate(partial.begin(), partial.end(), 0.0);
+}
+
+double norm(const double* a, std::size_t dim) { return std::sqrt(dot(a, a, dim)); }
 
 // The tridiagonal T = VᵀHV of a Lanczos run: alpha on the diagonal, beta beside it.
 struct Tridiagonal {
     std::vector<double> alpha;
     std::vector<double> beta;  // beta[j] couples steps j and j + 1; alpha.size() − 1 entries
+    // ‖r‖ in the Lanczos relation H V = V T + r e_mᵀ after the last step (0 when not asked
+    // for): the residual of a Ritz pair (θ, V y) is ‖r‖·|y_m|.
+    double last_beta = 0.0;
 };
 
 struct TridiagonalEigen {
@@ -68,44 +95,61 @@ TridiagonalEigen solve_tridiagonal(const Tridiagonal& t) {
     return {std::vector<double>(values.begin(), values.end()), std::move(vectors)};
 }
 
-// Lanczos with full reorthogonalisation. The basis buffer is kept between runs, so that the
-// probes of stochastic Lanczos quadrature allocate it once.
+// Kahan–Parlett ("twice is enough"): a Gram–Schmidt pass after which w keeps at least this
+// fraction of its norm leaves it orthogonal to the basis up to rounding; a pass that
+// cancelled more is repeated once.
+constexpr double repeat_pass_below = 0.70710678118654752;
+
+// Lanczos with full reorthogonalisation. Each step does the three-term recurrence, then one
+// classical Gram–Schmidt pass against the whole basis, and a second only when the first
+// cancelled much (Daniel, Gragg, Kaufman & Stewart 1976): the recurrence removes the large
+// components, so the full pass mostly cleans up rounding and is rarely repeated. The basis
+// buffer is kept between runs, so that the probes of stochastic Lanczos quadrature
+// allocate it once.
 class Lanczos {
 public:
     Lanczos(const HessianVectorProduct& hvp, std::size_t dim, std::size_t max_steps,
             const char* method)
         : hvp_(hvp), dim_(dim), method_(method),
+          blocks_(blocks_of(dim)),
           basis_(checked_mul(max_steps, dim, std::string(method) + ": Lanczos basis")),
-          w_(dim), coefficients_(max_steps) {}
+          w_(dim), coefficients_(max_steps), partial_sums_(blocks_ * max_steps) {}
 
     // Runs up to `steps` steps from the unit vector `start`; returns T. invariant() tells
-    // whether it stopped early because β vanished.
-    Tridiagonal run(const std::vector<double>& start, std::size_t steps) {
+    // whether it stopped early because β vanished. With `last_beta`, the last step also
+    // orthogonalises its product, for the residuals (one more pass over the basis).
+    Tridiagonal run(const std::vector<double>& start, std::size_t steps, bool last_beta) {
         Tridiagonal t;
         invariant_ = false;
-        std::copy(start.begin(), start.end(), basis_.begin());
+        std::copy(start.begin(), start.end(), basis_.data());
         double scale = 0.0;  // largest |α| or β so far: the size of H on the Krylov space
         for (std::size_t j = 0; j < steps; ++j) {
             const double* v = vector(j);
             apply(hvp_, v, w_.data(), dim_, method_);
-            if (j + 1 == steps) {  // the last step needs α only
-                t.alpha.push_back(dot(v, w_.data(), dim_));
+            double alpha = dot(v, w_.data(), dim_);
+            const bool last = j + 1 == steps;
+            if (last && !last_beta) {
+                t.alpha.push_back(alpha);
                 break;
             }
-            // Gram–Schmidt against the whole basis does the three-term recurrence too (the
-            // coefficients of v_j and v_{j−1} are α_j and β_{j−1}); the second pass removes
-            // what rounding left of the first ("twice is enough").
-            const double alpha = orthogonalise(j + 1) + orthogonalise(j + 1);
+            subtract_recurrence(j, alpha, j > 0 ? t.beta[j - 1] : 0.0);
+            const double beta = reorthogonalise(j + 1, alpha);
             t.alpha.push_back(alpha);
-            const double beta = norm(w_.data(), dim_);
             scale = std::max({scale, std::abs(alpha), beta});
             if (beta <= breakdown_tolerance * scale) {
                 invariant_ = true;
+                t.last_beta = beta;
+                break;
+            }
+            if (last) {
+                t.last_beta = beta;
                 break;
             }
             t.beta.push_back(beta);
             double* next = vector(j + 1);
-            for (std::size_t i = 0; i < dim_; ++i) next[i] = w_[i] / beta;
+            for_blocks(dim_, [&](std::size_t, std::size_t begin, std::size_t end) {
+                for (std::size_t i = begin; i < end; ++i) next[i] = w_[i] / beta;
+            });
         }
         return t;
     }
@@ -115,31 +159,66 @@ public:
     // u = V y for the first y.size() basis vectors.
     void combine(const std::vector<double>& y, std::vector<double>& u) const {
         u.assign(dim_, 0.0);
-        cblas_dgemv(CblasRowMajor, CblasTrans, blas_int(y.size()), blas_int(dim_), 1.0,
-                    basis_.data(), blas_int(dim_), y.data(), 1, 0.0, u.data(), 1);
+        for_blocks(dim_, [&](std::size_t, std::size_t begin, std::size_t end) {
+            cblas_dgemv(CblasRowMajor, CblasTrans, blas_int(y.size()), blas_int(end - begin), 1.0,
+                        basis_.data() + begin, blas_int(dim_), y.data(), 1, 0.0, u.data() + begin, 1);
+        });
     }
 
 private:
     double* vector(std::size_t j) { return basis_.data() + j * dim_; }
     const double* vector(std::size_t j) const { return basis_.data() + j * dim_; }
 
-    // One classical Gram–Schmidt pass of w against the first `count` basis vectors, as two
-    // matrix-vector products: c = V w, w −= Vᵀ c. Returns the coefficient of the last one.
-    double orthogonalise(std::size_t count) {
-        const int n = blas_int(dim_), m = blas_int(count);
-        cblas_dgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0, basis_.data(), n, w_.data(), 1, 0.0,
-                    coefficients_.data(), 1);
-        cblas_dgemv(CblasRowMajor, CblasTrans, m, n, -1.0, basis_.data(), n,
-                    coefficients_.data(), 1, 1.0, w_.data(), 1);
+    // The three-term recurrence: w −= α v_j + β v_{j−1}.
+    void subtract_recurrence(std::size_t j, double alpha, double beta) {
+        for_blocks(dim_, [&](std::size_t, std::size_t begin, std::size_t end) {
+            const int n = blas_int(end - begin);
+            cblas_daxpy(n, -alpha, vector(j) + begin, 1, w_.data() + begin, 1);
+            if (j > 0) cblas_daxpy(n, -beta, vector(j - 1) + begin, 1, w_.data() + begin, 1);
+        });
+    }
+
+    // Orthogonalises w against the first `count` basis vectors; adds the change of the last
+    // vector's coefficient to `alpha` and returns ‖w‖.
+    double reorthogonalise(std::size_t count, double& alpha) {
+        const double before = norm(w_.data(), dim_);
+        alpha += gram_schmidt_pass(count);
+        double after = norm(w_.data(), dim_);
+        if (after < repeat_pass_below * before) {
+            alpha += gram_schmidt_pass(count);
+            after = norm(w_.data(), dim_);
+        }
+        return after;
+    }
+
+    // One classical Gram–Schmidt pass, c = V w then w −= Vᵀ c, block by block; the blocks'
+    // parts of c are summed in block order. Returns c's last entry.
+    double gram_schmidt_pass(std::size_t count) {
+        const int m = blas_int(count), lda = blas_int(dim_);
+        for_blocks(dim_, [&](std::size_t b, std::size_t begin, std::size_t end) {
+            cblas_dgemv(CblasRowMajor, CblasNoTrans, m, blas_int(end - begin), 1.0,
+                        basis_.data() + begin, lda, w_.data() + begin, 1, 0.0,
+                        partial_sums_.data() + b * count, 1);
+        });
+        std::fill_n(coefficients_.begin(), count, 0.0);
+        for (std::size_t b = 0; b < blocks_; ++b)
+            for (std::size_t i = 0; i < count; ++i) coefficients_[i] += partial_sums_[b * count + i];
+        for_blocks(dim_, [&](std::size_t, std::size_t begin, std::size_t end) {
+            cblas_dgemv(CblasRowMajor, CblasTrans, m, blas_int(end - begin), -1.0,
+                        basis_.data() + begin, lda, coefficients_.data(), 1, 1.0,
+                        w_.data() + begin, 1);
+        });
         return coefficients_[count - 1];
     }
 
     const HessianVectorProduct& hvp_;
     std::size_t dim_;
     const char* method_;
-    std::vector<double> basis_;  // row j = v_{j+1}
+    std::size_t blocks_;
+    HugeBuffer<double> basis_;  // row j = v_{j+1}; rows are written before they are read
     std::vector<double> w_;
     std::vector<double> coefficients_;
+    std::vector<double> partial_sums_;  // block b's part of c at [b·count, (b+1)·count)
     bool invariant_ = false;
 };
 
@@ -160,14 +239,6 @@ std::vector<std::size_t> report_order(const std::vector<double>& values, EigenOr
                                             : std::abs(values[a]) > std::abs(values[b]);
     });
     return index;
-}
-
-double residual(const HessianVectorProduct& hvp, const std::vector<double>& u, double theta,
-                std::vector<double>& hu) {
-    const std::size_t dim = u.size();
-    apply(hvp, u.data(), hu.data(), dim, "top_eigenvalues");
-    cblas_daxpy(blas_int(dim), -theta, u.data(), 1, hu.data(), 1);
-    return norm(hu.data(), dim);
 }
 
 double gaussian(double x, double sigma) {
@@ -212,7 +283,7 @@ EigenResult top_eigenvalues(const HessianVectorProduct& hvp, std::size_t dim, st
     const std::size_t steps = std::min(iterations, dim);  // a Krylov space has at most dim
     Rng rng(seed);
     Lanczos lanczos(hvp, dim, steps, "top_eigenvalues");
-    const Tridiagonal t = lanczos.run(gaussian_unit_vector(dim, rng), steps);
+    const Tridiagonal t = lanczos.run(gaussian_unit_vector(dim, rng), steps, true);
     const TridiagonalEigen eigen = solve_tridiagonal(t);
     const std::vector<std::size_t> order = report_order(eigen.values, options.order);
 
@@ -220,7 +291,7 @@ EigenResult top_eigenvalues(const HessianVectorProduct& hvp, std::size_t dim, st
     result.iterations = t.alpha.size();
     result.invariant_subspace = lanczos.invariant();
     const std::size_t n = t.alpha.size(), count = std::min(k, n);
-    std::vector<double> y(n), u, hu(dim);
+    std::vector<double> y(n), u;
     for (std::size_t r = 0; r < count; ++r) {
         const std::size_t j = order[r];
         for (std::size_t i = 0; i < n; ++i) y[i] = eigen.vectors(i, j);
@@ -229,7 +300,9 @@ EigenResult top_eigenvalues(const HessianVectorProduct& hvp, std::size_t dim, st
         const double length = norm(u.data(), dim);
         for (auto& x : u) x /= length;
         result.values.push_back(eigen.values[j]);
-        result.residuals.push_back(residual(hvp, u, eigen.values[j], hu));
+        // H V y − θ V y = r·y_m by the Lanczos relation (T y = θ y), exact up to rounding
+        // because the basis is kept orthogonal; no further product is needed.
+        result.residuals.push_back(t.last_beta * std::abs(y[n - 1]) / length);
         if (options.keep_vectors) result.vectors.push_back(u);
     }
     return result;
@@ -272,7 +345,7 @@ SpectralDensity spectral_density(const HessianVectorProduct& hvp, std::size_t di
     const double unit = 1.0 / std::sqrt(double(dim));  // a Rademacher vector has norm √dim
     for (std::size_t p = 0; p < probes; ++p) {
         for (auto& x : probe) x = rng.rademacher() * unit;
-        const TridiagonalEigen eigen = solve_tridiagonal(lanczos.run(probe, steps));
+        const TridiagonalEigen eigen = solve_tridiagonal(lanczos.run(probe, steps, false));
         std::vector<double> weights(eigen.values.size());
         // Gauss quadrature weight of node j: the squared first component of T's j-th unit
         // eigenvector (the first basis vector is the probe).

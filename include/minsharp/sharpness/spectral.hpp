@@ -8,10 +8,14 @@
 // span{v₁, Hv₁, …, H^{m−1}v₁} in which VᵀHV = T is tridiagonal (diagonal α, off-diagonal β).
 // The eigenpairs (θ, y) of the small T give Ritz pairs (θ, Vy) whose extreme values converge
 // to H's extreme eigenvalues fastest. In floating point the basis loses orthogonality once a
-// Ritz value converges and spurious copies ("ghosts") appear, so every new vector is
-// orthogonalised against all previous ones by classical Gram–Schmidt applied twice —
-// "twice is enough" (Giraud, Langou & Rozložník 2005) — at O(m²·dim) flops and m·dim stored
-// doubles, small next to m Hessian-vector products of a network. A β that vanishes means the
+// Ritz value converges and spurious copies ("ghosts") appear, so each step follows the
+// three-term recurrence with one classical Gram–Schmidt pass against the whole basis, and
+// repeats that pass only when it cancelled more than 1/√2 of the vector's norm (Daniel,
+// Gragg, Kaufman & Stewart 1976; Kahan–Parlett's "twice is enough", Giraud, Langou &
+// Rozložník 2005). That costs O(m²·dim) flops and m·dim stored doubles, small next to m
+// Hessian-vector products of a network. After m steps H V = V T + r e_mᵀ with r ⟂ V, so a
+// Ritz pair's residual is ‖H V y − θ V y‖ = ‖r‖·|y_m| without a further product (Parlett,
+// "The Symmetric Eigenvalue Problem", ch. 13). A β that vanishes means the
 // Krylov space is invariant: its Ritz values are then exact eigenvalues and the run stops.
 //
 // In exact arithmetic a single start vector sees each distinct eigenvalue once; in floating
@@ -61,13 +65,13 @@ struct EigenResult {
     std::vector<double> values;     ///< Ritz values, in the requested order
     std::vector<double> residuals;  ///< ‖H u − θ u‖ of each unit Ritz vector u
     std::vector<std::vector<double>> vectors;  ///< unit Ritz vectors (when kept)
-    std::size_t iterations = 0;     ///< Lanczos steps taken (= products, not counting residuals)
+    std::size_t iterations = 0;     ///< Lanczos steps taken (= Hessian-vector products)
     bool invariant_subspace = false;  ///< stopped early: the Krylov space is invariant
 };
 
 /// The k top eigenpairs of H by `iterations` Lanczos steps with full reorthogonalisation,
-/// started from a Gaussian vector drawn from Rng(seed). Costs iterations + (number of
-/// values returned) products: one extra product per Ritz pair gives its residual. Returns
+/// started from a Gaussian vector drawn from Rng(seed). Costs `iterations` products; the
+/// residuals come from the Lanczos relation (above). Returns
 /// min(k, steps taken) values (fewer than k only when the Krylov space became invariant
 /// early). Throws Error for dim = 0, k = 0, iterations = 0, k > iterations, or a product
 /// that is not finite.
