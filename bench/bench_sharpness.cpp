@@ -245,6 +245,7 @@ void full_mlp_memory(const Dataset& train, int threads) {
 
 int main(int argc, char** argv) try {
     minsharp::reexec_with_better_blas_core(argv);
+    minsharp::keep_freed_memory();
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
     const Args args = parse(argc, argv);
     set_blas_threads(args.threads);

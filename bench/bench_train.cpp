@@ -135,6 +135,7 @@ Args parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
     minsharp::reexec_with_better_blas_core(argv);
+    minsharp::keep_freed_memory();
     Args args;
     try {
         args = parse(argc, argv);

@@ -31,7 +31,8 @@ usage: bench/compare.sh [--build DIR] [--out STEM] [--repeat R] [--examples N]
               meson setup build-avx2 -Dnative=false -Dcpp_args=-march=x86-64-v3
               and pass --build build-avx2. Still not a measurement of an AVX2 CPU: cache,
               clock and execution units are this CPU's.
-PyTorch runs with torch.set_num_threads(T) and OMP_WAIT_POLICY=PASSIVE.
+PyTorch runs with torch.set_num_threads(T), OMP_WAIT_POLICY=PASSIVE and glibc's
+MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=1 GiB (what minsharp sets for itself).
 EOF
 }
 
@@ -94,6 +95,11 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
 fi
 echo
 echo "== PyTorch $probe: $python bench/torch_reference.py --from-json (same workload, OpenBLAS core $OPENBLAS_CORETYPE)"
+# minsharp keeps freed blocks of up to 32 MiB for reuse (keep_freed_memory in
+# minsharp/core/memory.hpp); PyTorch gets the same glibc settings. Without them its batch-1024
+# training faults fresh pages in every step, which on a VM with slow page faults made it
+# 3-8x slower (docs/benchmarks.md): that would be measuring the VM, not PyTorch.
+MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 \
 OMP_WAIT_POLICY=PASSIVE "$python" "$here/torch_reference.py" --from-json "$tmp/minsharp.json" \
   "${torch_args[@]}" --json "$tmp/pytorch.json" || die "torch_reference.py failed"
 echo

@@ -90,7 +90,8 @@ def build(ours, torch, note):
                      "OMP_WAIT_POLICY=%s, OpenBLAS core %s" % (
                          t["torch_version"], t["cpu_capability"],
                          "on" if t["mkldnn"] else "off", t["threads"],
-                         t["omp_wait_policy"] or "unset", t.get("openblas_core") or "none"))
+                         t["omp_wait_policy"] or "unset", t.get("openblas_core") or "none")
+                     + "".join(", %s=%s" % kv for kv in t.get("environment", {}).items()))
     else:
         lines.append("- PyTorch: not measured (%s)" % (note or "unavailable"))
     if m.get("warning"):

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/memory.hpp"
 #include "minsharp/core/cpu.hpp"
 #include "minsharp/core/simd.hpp"
 

@@ -2,7 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "minsharp/core/checked.hpp"
-#include "minsharp/core/huge_buffer.hpp"
+#include "minsharp/core/memory.hpp"
 #include "minsharp/io/files.hpp"
 #include "minsharp/nn/models.hpp"
 #include "minsharp/core/parallel.hpp"

@@ -3,7 +3,7 @@
 #include "minsharp/sharpness/spectral.hpp"
 
 #include "minsharp/core/checked.hpp"
-#include "minsharp/core/huge_buffer.hpp"
+#include "minsharp/core/memory.hpp"
 #include "minsharp/core/parallel.hpp"
 #include "minsharp/core/random.hpp"
 #include "minsharp/core/tensor.hpp"

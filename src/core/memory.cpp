@@ -1,4 +1,4 @@
-#include "minsharp/core/huge_buffer.hpp"
+#include "minsharp/core/memory.hpp"
 
 #include "minsharp/core/checked.hpp"
 
@@ -7,6 +7,9 @@
 
 #ifdef __linux__
 #include <sys/mman.h>
+#endif
+#ifdef __GLIBC__
+#include <malloc.h>
 #endif
 
 namespace minsharp {
@@ -22,6 +25,15 @@ std::size_t round_up(std::size_t bytes, std::size_t multiple) {
 }
 
 }  // namespace
+
+void keep_freed_memory() {
+#ifdef __GLIBC__
+    // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; blocks below it come
+    // from the heap, and the heap's top is trimmed only beyond 1 GiB of free space.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
 
 void* allocate_huge(std::size_t bytes) {
     const std::size_t alignment = bytes >= huge_page ? huge_page : cache_line;

@@ -1,8 +1,8 @@
-// A large, uninitialised scratch array whose memory the kernel may back with 2 MiB
-// transparent huge pages. Touching fresh memory costs one page fault per 4 KiB page, and
-// on virtual machines a fault is slow: on the one docs/benchmarks.md reports, first
-// touching the 86 MB Lanczos basis of the MLP took 232 ms in 4 KiB pages and 7 ms in huge
-// pages, a quarter of a whole λ_max run. Elsewhere the advice is harmless.
+// Memory that is not faulted in again and again. Touching fresh memory costs one page fault
+// per 4 KiB page, and on virtual machines a fault is slow: on the one docs/benchmarks.md
+// reports, first touching the 86 MB Lanczos basis of the MLP took 232 ms in 4 KiB pages
+// and 7 ms in 2 MiB huge pages, a quarter of a whole λ_max run. Elsewhere the advice is
+// harmless.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +10,12 @@
 #include <utility>
 
 namespace minsharp {
+
+/// Makes glibc keep freed blocks of up to 32 MiB for reuse instead of returning them to
+/// the kernel, so that a loop that frees and reallocates its buffers (a batch of another
+/// size, a new epoch) does not fault them in again. Costs memory only up to the peak the
+/// process reached anyway. The apps and benches call it first thing; no-op without glibc.
+void keep_freed_memory();
 
 /// Allocates at least `bytes` bytes, 64-byte aligned; from 2 MiB on, 2 MiB aligned and
 /// advised for transparent huge pages (Linux). Throws std::bad_alloc when memory is short.
