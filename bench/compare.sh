@@ -33,6 +33,9 @@ usage: bench/compare.sh [--build DIR] [--out STEM] [--repeat R] [--examples N]
               clock and execution units are this CPU's.
 PyTorch runs with torch.set_num_threads(T), OMP_WAIT_POLICY=PASSIVE and glibc's
 MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=1 GiB (what minsharp sets for itself).
+Both sides run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (malloc asks for transparent huge
+pages) unless GLIBC_TUNABLES is already set: where page faults are slow (VMs) blocks that
+glibc maps afresh for each step otherwise cost more than the arithmetic (docs/benchmarks.md).
 EOF
 }
 
@@ -69,6 +72,7 @@ report_python=$python
 [ -x "$report_python" ] || report_python=$(command -v python3) || die "no python3 for the report"
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.hugetlb=1}
 
 echo "== minsharp: $bench_train ${bench_args[*]}"
 "$bench_train" "${bench_args[@]}" --json "$tmp/minsharp.json" || die "bench_train failed"

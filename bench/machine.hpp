@@ -11,6 +11,7 @@
 #include "minsharp/core/simd.hpp"
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -43,6 +44,19 @@ inline std::string env_or_empty(const char* name) {
     return v ? v : "";
 }
 
+/// The kernel's transparent-huge-page mode (the bracketed word of
+/// /sys/kernel/mm/transparent_hugepage/enabled), "unknown" where that file is missing. With
+/// "madvise", only memory that asks for huge pages gets them: minsharp's own large buffers
+/// do (core/memory.hpp), glibc's malloc does with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.
+inline std::string transparent_hugepage_mode() {
+    std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string line;
+    std::getline(in, line);
+    const auto open = line.find('['), close = line.find(']');
+    if (open == std::string::npos || close == std::string::npos || close < open) return "unknown";
+    return line.substr(open + 1, close - open - 1);
+}
+
 /// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it (see
 /// minsharp/core/blas_core.hpp: the benches re-execute with better ones unless told not to).
 inline std::string openblas_warning(const std::string& core) {
@@ -62,7 +76,9 @@ struct MachineInfo {
     int threads = 0;             ///< worker threads of the benchmark
     std::string openblas_core, openblas_config;
     std::string openblas_coretype;  ///< $OPENBLAS_CORETYPE, empty when unset
-    std::string warning;            ///< see openblas_warning; empty when none
+    std::string transparent_hugepages;  ///< see transparent_hugepage_mode
+    std::string glibc_tunables;         ///< $GLIBC_TUNABLES, empty when unset
+    std::string warning;                ///< see openblas_warning; empty when none
 
     nlohmann::ordered_json to_json() const {
         nlohmann::ordered_json j = {{"cpu", cpu},
@@ -74,11 +90,13 @@ struct MachineInfo {
                                     {"openblas_core", openblas_core},
                                     {"openblas_config", openblas_config},
                                     {"openblas_coretype", openblas_coretype},
+                                    {"transparent_hugepages", transparent_hugepages},
+                                    {"glibc_tunables", glibc_tunables},
                                     {"warning", warning}};
         return j;
     }
 
-    /// Three lines (four with a warning) for the top of a benchmark's output.
+    /// Four lines (five with a warning) for the top of a benchmark's output.
     std::string header() const {
         std::string s = "cpu:      " + cpu + " (" + std::to_string(hardware_threads) +
                         " hardware threads), ISA " + isa + "\n";
@@ -88,6 +106,8 @@ struct MachineInfo {
         s += "openblas: core " + openblas_core + " (" + openblas_config + ")";
         s += openblas_coretype.empty() ? ", OPENBLAS_CORETYPE unset"
                                        : ", OPENBLAS_CORETYPE=" + openblas_coretype;
+        s += "\nmemory:   transparent huge pages " + transparent_hugepages;
+        s += glibc_tunables.empty() ? ", GLIBC_TUNABLES unset" : ", GLIBC_TUNABLES=" + glibc_tunables;
         s += "\n";
         if (!warning.empty()) s += "warning:  " + warning + "\n";
         return s;
@@ -108,6 +128,8 @@ inline MachineInfo machine_info(int threads) {
     while (!m.openblas_config.empty() && m.openblas_config.back() == ' ')
         m.openblas_config.pop_back();
     m.openblas_coretype = env_or_empty("OPENBLAS_CORETYPE");
+    m.transparent_hugepages = transparent_hugepage_mode();
+    m.glibc_tunables = env_or_empty("GLIBC_TUNABLES");
     m.warning = openblas_warning(m.openblas_core);
     return m;
 }

@@ -93,7 +93,7 @@ def torch_info(torch, threads):
         "requested_threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "environment": {k: os.environ[k] for k in sorted(os.environ)
-                        if k.startswith(("MALLOC_", "ATEN_", "ONEDNN_", "DNNL_"))},
+                        if k.startswith(("MALLOC_", "GLIBC_", "ATEN_", "ONEDNN_", "DNNL_"))},
         "openblas_core": core,
         "openblas_config": blas_config,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
