@@ -84,9 +84,8 @@ def build(ours, torch, note):
         m["threads"], m["openblas_core"], m["openblas_config"],
         m["openblas_coretype"] or "unset")
     lines.append(build_line)
-    lines.append("- memory: transparent huge pages %s, GLIBC_TUNABLES%s" % (
-        m.get("transparent_hugepages", "unknown"),
-        "=" + m["glibc_tunables"] if m.get("glibc_tunables") else " unset"))
+    lines.append("- memory: transparent huge pages %s, GLIBC_TUNABLES %s" % (
+        m.get("transparent_hugepages", "unknown"), m.get("glibc_tunables") or "unset"))
     if torch:
         t = torch["machine"]
         lines.append("- PyTorch: %s (CPU capability %s, mkldnn %s), %s threads, "

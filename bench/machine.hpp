@@ -44,6 +44,11 @@ inline std::string env_or_empty(const char* name) {
     return v ? v : "";
 }
 
+/// "NAME=value" for the header, or "NAME unset" when the variable is empty or unset.
+inline std::string env_setting(const std::string& name, const std::string& value) {
+    return value.empty() ? name + " unset" : name + "=" + value;
+}
+
 /// The kernel's transparent-huge-page mode (the bracketed word of
 /// /sys/kernel/mm/transparent_hugepage/enabled), "unknown" where that file is missing. With
 /// "madvise", only memory that asks for huge pages gets them: minsharp's own large buffers
@@ -104,11 +109,9 @@ struct MachineInfo {
         if (!kernel_isa.empty()) s += ", kernels " + kernel_isa;
         s += ", " + std::to_string(threads) + " threads\n";
         s += "openblas: core " + openblas_core + " (" + openblas_config + ")";
-        s += openblas_coretype.empty() ? ", OPENBLAS_CORETYPE unset"
-                                       : ", OPENBLAS_CORETYPE=" + openblas_coretype;
-        s += "\nmemory:   transparent huge pages " + transparent_hugepages;
-        s += glibc_tunables.empty() ? ", GLIBC_TUNABLES unset" : ", GLIBC_TUNABLES=" + glibc_tunables;
-        s += "\n";
+        s += ", " + env_setting("OPENBLAS_CORETYPE", openblas_coretype) + "\n";
+        s += "memory:   transparent huge pages " + transparent_hugepages + ", " +
+             env_setting("GLIBC_TUNABLES", glibc_tunables) + "\n";
         if (!warning.empty()) s += "warning:  " + warning + "\n";
         return s;
     }
