@@ -58,6 +58,45 @@ BOOST_AUTO_TEST_CASE(conv2d_gradients_match_with_stride_and_padding) {
     }
 }
 
+namespace {
+
+// A convolution by direct loops, the reference the GEMM path is checked against: calls
+// visit(out, in, weight) for every tap where output (n, o, oy, ox) reads input (n, c, iy, ix)
+// inside the image through weight (o, c, ky, kx), as flat NCHW / OIHW indices.
+template <class F>
+void for_each_tap(const std::array<std::size_t, 4>& x, std::size_t o, Window win,
+                  std::size_t ho, std::size_t wo, F&& visit) {
+    const std::size_t k = win.kernel;
+    for (std::size_t n = 0; n < x[0]; ++n)
+        for (std::size_t oc = 0; oc < o; ++oc)
+            for (std::size_t oy = 0; oy < ho; ++oy)
+                for (std::size_t ox = 0; ox < wo; ++ox)
+                    for (std::size_t c = 0; c < x[1]; ++c)
+                        for (std::size_t ky = 0; ky < k; ++ky)
+                            for (std::size_t kx = 0; kx < k; ++kx) {
+                                const long iy = long(oy * win.stride + ky) - long(win.padding);
+                                const long ix = long(ox * win.stride + kx) - long(win.padding);
+                                if (iy < 0 || iy >= long(x[2]) || ix < 0 || ix >= long(x[3]))
+                                    continue;
+                                visit(((n * o + oc) * ho + oy) * wo + ox,
+                                      ((n * x[1] + c) * x[2] + iy) * x[3] + ix,
+                                      ((oc * x[1] + c) * k + ky) * k + kx);
+                            }
+}
+
+std::array<std::size_t, 4> shape_of(const Tensor4<double>& t) {
+    return {t.shape()[0], t.shape()[1], t.shape()[2], t.shape()[3]};
+}
+
+double worst_relative_error(const double* got, const std::vector<double>& want) {
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i)
+        worst = std::max(worst, std::abs(got[i] - want[i]) / (1 + std::abs(want[i])));
+    return worst;
+}
+
+}  // namespace
+
 // Every im2col path: dense (stride 1, no padding), padded (stride 1), general (stride 2).
 BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
     for (Window win : {Window{3, 2, 1}, Window{3, 1, 0}, Window{5, 1, 2}, Window{2, 1, 1}}) {
@@ -70,23 +109,40 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
         const std::size_t ho = (6 + 2 * win.padding - win.kernel) / win.stride + 1;
         const std::size_t wo = (5 + 2 * win.padding - win.kernel) / win.stride + 1;
         BOOST_REQUIRE(y.shape()[2] == ho && y.shape()[3] == wo);
-        const std::size_t k = win.kernel;
-        for (std::size_t n = 0; n < 2; ++n)
-            for (std::size_t o = 0; o < 2; ++o)
-                for (std::size_t oy = 0; oy < ho; ++oy)
-                    for (std::size_t ox = 0; ox < wo; ++ox) {
-                        double s = b.value[o];
-                        for (std::size_t c = 0; c < 3; ++c)
-                            for (std::size_t ky = 0; ky < k; ++ky)
-                                for (std::size_t kx = 0; kx < k; ++kx) {
-                                    const long iy = long(oy * win.stride + ky) - long(win.padding);
-                                    const long ix = long(ox * win.stride + kx) - long(win.padding);
-                                    if (iy < 0 || iy >= 6 || ix < 0 || ix >= 5) continue;
-                                    s += w.value[((o * 3 + c) * k + ky) * k + kx] * x(n, c, iy, ix);
-                                }
-                        BOOST_TEST(std::abs(y(n, o, oy, ox) - s) <= 1e-12 * (1 + std::abs(s)));
-                    }
+        std::vector<double> want(y.size());
+        for (std::size_t i = 0; i < want.size(); ++i) want[i] = b.value[i / (ho * wo) % 2];
+        for_each_tap(shape_of(x), 2, win, ho, wo, [&](auto out, auto in, auto wi) {
+            want[out] += w.value[wi] * x.data()[in];
+        });
+        BOOST_TEST(worst_relative_error(y.data(), want) <= 1e-12);
     }
+}
+
+// LeNet's second conv (6 -> 16 channels, 5x5 on 27x27): the shape where conv_gemm cuts all
+// three GEMMs (forward, weight and input gradient) into column blocks. Output, weight
+// gradient and input gradient must match the direct loops.
+BOOST_AUTO_TEST_CASE(conv2d_in_column_blocks_matches_direct_convolution) {
+    Rng rng(11);
+    const Window win{5, 1, 0};
+    auto lift = random_parameter("lift", {6, 1, 1, 1}, rng);  // gives the conv's input a gradient
+    auto w = random_parameter("w", {16, 6, 5, 5}, rng);
+    const auto x = random_tensor({3, 1, 27, 27}, rng);
+    Tape<double> tape;
+    const NodeId in = conv2d(tape, tape.input(x), lift, nullptr, Window{1, 1, 0});
+    const NodeId out = conv2d(tape, in, w, nullptr, win);
+    const auto seed = random_tensor({3, 16, 23, 23}, rng);
+    w.grad.fill(0.0);
+    tape.backward(out, seed, true);
+    const auto& a = tape.value(in);
+    std::vector<double> y(seed.size(), 0.0), dw(w.size(), 0.0), dx(a.size(), 0.0);
+    for_each_tap(shape_of(a), 16, win, 23, 23, [&](auto o, auto i, auto wi) {
+        y[o] += w.value[wi] * a.data()[i];
+        dw[wi] += seed.data()[o] * a.data()[i];
+        dx[i] += seed.data()[o] * w.value[wi];
+    });
+    BOOST_TEST(worst_relative_error(tape.value(out).data(), y) <= 1e-12);
+    BOOST_TEST(worst_relative_error(w.grad.data(), dw) <= 1e-12);
+    BOOST_TEST(worst_relative_error(tape.grad(in).data(), dx) <= 1e-12);
 }
 
 namespace {

@@ -64,14 +64,20 @@ ConvDims conv_dims(const Node<T>& in, const Parameter<T>& weight, const Window& 
 
 // OpenBLAS (0.3.21, SkylakeX/Cooperlake kernels) multiplies without packing when
 // m·n·k ≤ 10^6 — and for its column-major "TN" case (our row-major No/Yes) only when
-// m·n ≤ 1200 and k ≥ 32. The conv GEMMs have one short side (16–20 output channels), where
-// the packed path runs at 60–80 GFLOP/s per core and the unpacked one at 100–114, so
-// conv_gemm cuts the columns of C into blocks that qualify (measured on every zoo conv).
+// m·n ≤ 1200 and k ≥ 32. A conv GEMM with one short side (6–20 output channels) runs at
+// 60–80 GFLOP/s per core packed and 100–170 unpacked, so conv_gemm cuts the columns of C into
+// blocks that qualify. Only then: with no short side the unpacked kernels lose (LeNet conv3
+// input gradient, 400×147×120: 161 GFLOP/s whole, 91 in blocks of 19 columns), and under
+// the AVX2 (Haswell) kernels, which have no unpacked path, every block re-packs its A (the
+// same GEMM: 91 vs 37), while the short-side blocks keep C in cache (LeNet conv2 input
+// gradient, 150×529×16: 81–84 vs 51–72).
 constexpr double openblas_small_mnk = 1e6;
 constexpr std::size_t openblas_small_tn_mn = 1200, openblas_small_tn_min_k = 32;
+constexpr std::size_t short_side = 32;
 
 std::size_t small_kernel_block(Trans ta, Trans tb, std::size_t m, std::size_t n,
                                std::size_t k) {
+    if (std::min(m, k) > short_side) return n;
     std::size_t block = std::size_t(openblas_small_mnk / (double(m) * double(k)));
     if (ta == Trans::No && tb == Trans::Yes) {
         if (k < openblas_small_tn_min_k) return n;
