@@ -64,8 +64,9 @@ namespace {
 // visit(out, in, weight) for every tap where output (n, o, oy, ox) reads input (n, c, iy, ix)
 // inside the image through weight (o, c, ky, kx), as flat NCHW / OIHW indices.
 template <class F>
-void for_each_tap(const std::array<std::size_t, 4>& x, std::size_t o, Window win,
-                  std::size_t ho, std::size_t wo, F&& visit) {
+void for_each_tap(const Tensor4<double>& input, std::size_t o, Window win, std::size_t ho,
+                  std::size_t wo, F&& visit) {
+    const auto& x = input.shape();
     const std::size_t k = win.kernel;
     for (std::size_t n = 0; n < x[0]; ++n)
         for (std::size_t oc = 0; oc < o; ++oc)
@@ -82,10 +83,6 @@ void for_each_tap(const std::array<std::size_t, 4>& x, std::size_t o, Window win
                                       ((n * x[1] + c) * x[2] + iy) * x[3] + ix,
                                       ((oc * x[1] + c) * k + ky) * k + kx);
                             }
-}
-
-std::array<std::size_t, 4> shape_of(const Tensor4<double>& t) {
-    return {t.shape()[0], t.shape()[1], t.shape()[2], t.shape()[3]};
 }
 
 double worst_relative_error(const double* got, const std::vector<double>& want) {
@@ -111,7 +108,7 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_direct_convolution) {
         BOOST_REQUIRE(y.shape()[2] == ho && y.shape()[3] == wo);
         std::vector<double> want(y.size());
         for (std::size_t i = 0; i < want.size(); ++i) want[i] = b.value[i / (ho * wo) % 2];
-        for_each_tap(shape_of(x), 2, win, ho, wo, [&](auto out, auto in, auto wi) {
+        for_each_tap(x, 2, win, ho, wo, [&](auto out, auto in, auto wi) {
             want[out] += w.value[wi] * x.data()[in];
         });
         BOOST_TEST(worst_relative_error(y.data(), want) <= 1e-12);
@@ -135,7 +132,7 @@ BOOST_AUTO_TEST_CASE(conv2d_in_column_blocks_matches_direct_convolution) {
     tape.backward(out, seed, true);
     const auto& a = tape.value(in);
     std::vector<double> y(seed.size(), 0.0), dw(w.size(), 0.0), dx(a.size(), 0.0);
-    for_each_tap(shape_of(a), 16, win, 23, 23, [&](auto o, auto i, auto wi) {
+    for_each_tap(a, 16, win, 23, 23, [&](auto o, auto i, auto wi) {
         y[o] += w.value[wi] * a.data()[i];
         dw[wi] += seed.data()[o] * a.data()[i];
         dx[i] += seed.data()[o] * w.value[wi];
