@@ -64,12 +64,16 @@ inline std::string transparent_hugepage_mode() {
 
 /// A warning when OpenBLAS runs kernels without AVX2 on a CPU that has it (see
 /// minsharp/core/blas_core.hpp: the benches re-execute with better ones unless told not to).
-inline std::string openblas_warning(const std::string& core) {
+/// The reason names OPENBLAS_CORETYPE when it is set: then the user chose these kernels (to
+/// emulate an older CPU, say) and "did not recognise the CPU" would be false.
+inline std::string openblas_warning(const std::string& core, const std::string& coretype) {
     const std::string better =
         minsharp::better_blas_core(core, minsharp::cpu_features());
     if (better.empty()) return "";
-    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this CPU: it did not recognise "
-           "the CPU model; OPENBLAS_CORETYPE=" + better + " selects faster ones";
+    const std::string why = coretype.empty() ? "it did not recognise the CPU model"
+                                             : "OPENBLAS_CORETYPE=" + coretype + " asks for them";
+    return "OpenBLAS runs its " + core + " kernels (no AVX2) on this CPU: " + why +
+           "; OPENBLAS_CORETYPE=" + better + " selects faster ones";
 }
 
 struct MachineInfo {
@@ -133,7 +137,7 @@ inline MachineInfo machine_info(int threads) {
     m.openblas_coretype = env_or_empty("OPENBLAS_CORETYPE");
     m.transparent_hugepages = transparent_hugepage_mode();
     m.glibc_tunables = env_or_empty("GLIBC_TUNABLES");
-    m.warning = openblas_warning(m.openblas_core);
+    m.warning = openblas_warning(m.openblas_core, m.openblas_coretype);
     return m;
 }
 
