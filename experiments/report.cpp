@@ -78,15 +78,17 @@ std::vector<fs::path> run_folders(const fs::path& dir, const std::string& experi
 
 template <class R>
 void collect_experiment(const fs::path& dir, const std::string& experiment,
-                        const std::string& file_name, std::vector<R>& into,
-                        std::vector<std::string>& problems) {
+                        const std::string& file_name, std::vector<R>& into, Collected& c) {
     for (const auto& folder : run_folders(dir, experiment)) {
         const fs::path file = folder / file_name;
         if (!fs::exists(file)) continue;
         try {
-            into.push_back(R::from_json(read_json(file)));
+            const nlohmann::json result = read_json(file);
+            const std::string numerics = numerics_text(result);
+            into.push_back(R::from_json(result));
+            ++c.numerics[numerics];
         } catch (const std::exception& e) {
-            problems.push_back(file.string() + ": " + e.what());
+            c.problems.push_back(file.string() + ": " + e.what());
         }
     }
 }
@@ -98,13 +100,13 @@ Collected collect_results(const fs::path& dir) {
         throw Error("collect: '" + dir.string() + "' is not a folder of experiment results");
     Collected c;
     if (fs::exists(dir / "plan.json")) c.plan = read_json(dir / "plan.json");
-    collect_experiment(dir, "e1", "result.json", c.e1, c.problems);
-    collect_experiment(dir, "e2", "result.json", c.e2, c.problems);
-    collect_experiment(dir, "e3", "measures.json", c.e3, c.problems);
+    collect_experiment(dir, "e1", "result.json", c.e1, c);
+    collect_experiment(dir, "e2", "result.json", c.e2, c);
+    collect_experiment(dir, "e3", "measures.json", c.e3, c);
     std::vector<E4Result> e4;
-    collect_experiment(dir, "e4", "result.json", e4, c.problems);
+    collect_experiment(dir, "e4", "result.json", e4, c);
     if (!e4.empty()) c.e4 = e4.front();
-    collect_experiment(dir, "e5", "result.json", c.e5, c.problems);
+    collect_experiment(dir, "e5", "result.json", c.e5, c);
     std::sort(c.e5.begin(), c.e5.end(), [](const E5Result& a, const E5Result& b) {
         return std::tie(a.model, a.lr) < std::tie(b.model, b.lr);
     });
@@ -162,6 +164,7 @@ nlohmann::json results_json(const Collected& c, const std::vector<Correlation>& 
     for (const auto& r : c.e5) j["e5"].push_back(r.to_json());
     j["missing"] = c.missing;
     j["problems"] = c.problems;
+    j["numerics"] = c.numerics;
     if (options.wall_seconds) j["wall_seconds"] = *options.wall_seconds;
     if (options.jobs > 0) j["jobs"] = options.jobs;
     if (options.threads > 0) j["threads_per_job"] = options.threads;
@@ -258,6 +261,24 @@ bool planned(const nlohmann::json& plan, const std::string& experiment) {
     return false;
 }
 
+// Which kernels computed the results: a rerun reproduces these numbers only under the same
+// OpenBLAS kernel set, and a folder resumed on another machine mixes two sets of networks.
+std::string numerics_paragraph(const std::map<std::string, int>& numerics) {
+    if (numerics.empty()) return "";
+    if (numerics.size() == 1)
+        return "Numerics: every result was computed with " + numerics.begin()->first +
+               ". The same seeds train slightly different networks under another OpenBLAS "
+               "kernel set (OPENBLAS_CORETYPE), which can swap a pair of runs and move τ "
+               "(minsharp's docs/experiments.md).\n\n";
+    std::string s = "**Mixed numerics:** the results were computed under " +
+                    std::to_string(numerics.size()) + " kernel sets:";
+    for (const auto& [text, count] : numerics)
+        s += " " + text + " (" + std::to_string(count) + (count == 1 ? " result);" : " results);");
+    s.back() = '.';
+    return s + " Runs of one seed are different networks under different OpenBLAS kernel "
+               "sets; rerun into a fresh folder on one machine to compare like with like.\n\n";
+}
+
 std::string report_markdown(const Collected& c, const std::vector<Correlation>& corr,
                             const std::vector<SeedSpread>& spread, const ReportOutcome& outcome, const std::vector<std::string>& figure_failures,
                             const ReportOptions& options) {
@@ -282,6 +303,7 @@ std::string report_markdown(const Collected& c, const std::vector<Correlation>& 
         s += c.missing.size() > 10 ? ", …\n\n" : "\n\n";
     }
     for (const auto& p : c.problems) s += "**Unreadable result:** " + p + "\n\n";
+    s += numerics_paragraph(c.numerics);
     if (!outcome.gnuplot)
         s += "gnuplot was not found on the PATH, so this report has no figures (install "
              "gnuplot-nox and rerun with --collect to draw them).\n\n";

@@ -1,7 +1,10 @@
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/io/files.hpp"
+#include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/cpu.hpp"
 #include "minsharp/core/random.hpp"
+#include "minsharp/core/simd.hpp"
+#include "minsharp/io/files.hpp"
 
 #include <algorithm>
 
@@ -22,8 +25,22 @@ void write_json(const fs::path& file, const nlohmann::json& j) {
     write_file_atomic(file, j.dump(2) + "\n");
 }
 
+nlohmann::json numerics_json() {
+    return {{"openblas_core", blas_core_name()},
+            {"simd_kernels", std::string(simd_isa())},
+            {"cpu_isa", isa_level()}};
+}
+
+std::string numerics_text(const nlohmann::json& result) {
+    if (!result.contains("numerics") || !result["numerics"].is_object()) return "not recorded";
+    const nlohmann::json& n = result["numerics"];
+    return "OpenBLAS " + n.value("openblas_core", "?") + ", minsharp " +
+           n.value("simd_kernels", "?") + " kernels, CPU " + n.value("cpu_isa", "?");
+}
+
 void write_result(const Job& job, nlohmann::json result) {
     result["job"] = job.identity();
+    result["numerics"] = numerics_json();
     write_json(job.result_file(), result);
 }
 

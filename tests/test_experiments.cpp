@@ -5,6 +5,7 @@
 #include "minsharp/experiments/profiles.hpp"
 #include "minsharp/experiments/runner.hpp"
 #include "minsharp/experiments/support.hpp"
+#include "minsharp/core/blas_core.hpp"
 #include "minsharp/core/clock.hpp"
 #include "minsharp/experiments/report.hpp"
 #include "minsharp/io/files.hpp"
@@ -348,6 +349,13 @@ BOOST_AUTO_TEST_CASE(tiny_pipeline_writes_every_output) {
     for (const char* section : {"## Profile and why", "## E1", "## E2", "## E3",
                                 "## Side by side with the paper", "## E4", "Kendall"})
         BOOST_TEST(report.find(section) != std::string::npos, section);
+    // Every result records the kernels that computed it, and the report names them.
+    const std::string numerics = numerics_text({{"numerics", numerics_json()}});
+    BOOST_TEST(numerics.find("OpenBLAS " + blas_core_name()) == 0u, numerics);
+    BOOST_TEST(results["numerics"].size() == 1u);
+    BOOST_TEST(results["numerics"].value(numerics, 0) == int(p.jobs.size()));
+    BOOST_TEST(report.find("Numerics: every result was computed with " + numerics) !=
+               std::string::npos);
     if (!find_gnuplot().empty()) {
         for (const char* png : {"e1_trace", "e2_error_vs_time", "e3_small-mlp", "e4_scale_invariance"})
             BOOST_TEST(fs::exists(out / "figures" / (std::string(png) + ".png")), png);
@@ -380,6 +388,37 @@ BOOST_AUTO_TEST_CASE(tiny_pipeline_writes_every_output) {
             BOOST_TEST(std::abs(std::log10(row["trace"].get<double>() /
                                            rows[1]["trace"].get<double>())) > 3.0);
     }
+}
+
+// A grid resumed on another machine: its results come from two kernel sets (and older ones
+// from none recorded); the report must say so rather than pool them silently.
+BOOST_AUTO_TEST_CASE(report_names_mixed_numerics) {
+    Pipeline& p = pipeline();
+    const fs::path copy = p.root / "mixed";
+    fs::remove_all(copy);
+    fs::copy(p.settings.out, copy, fs::copy_options::recursive);
+    std::vector<fs::path> measures;
+    for (const auto& job : p.jobs)
+        if (job.experiment == "e3") measures.push_back(copy / "e3" / "runs" / job.name() / "measures.json");
+    BOOST_TEST_REQUIRE(measures.size() == 2u);
+    nlohmann::json elsewhere = read_json(measures[0]), older = read_json(measures[1]);
+    elsewhere["numerics"] = {{"openblas_core", "Prescott"}, {"simd_kernels", "sse2"},
+                             {"cpu_isa", "sse4.2"}};
+    older.erase("numerics");
+    write_json(measures[0], elsewhere);
+    write_json(measures[1], older);
+
+    const Collected c = collect_results(copy);
+    BOOST_TEST(c.numerics.size() == 3u);
+    BOOST_TEST(c.numerics.at("OpenBLAS Prescott, minsharp sse2 kernels, CPU sse4.2") == 1);
+    BOOST_TEST(c.numerics.at("not recorded") == 1);
+    write_report(copy, c, {false, std::nullopt, 0, 0, 0, 0});
+    const std::string report = read_file(copy / "report.md");
+    BOOST_TEST(report.find("**Mixed numerics:** the results were computed under 3 kernel sets:") !=
+               std::string::npos);
+    BOOST_TEST(report.find("OpenBLAS Prescott, minsharp sse2 kernels, CPU sse4.2 (1 result);") !=
+               std::string::npos);
+    BOOST_TEST(report.find("Numerics: every result") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(rerun_skips_finished_runs) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ struct Collected {
     std::vector<E5Result> e5;  ///< sorted by model, lr
     std::vector<std::string> missing;   ///< planned jobs without a result
     std::vector<std::string> problems;  ///< result files that could not be read
+    /// numerics_text of each result → how many results have it; more than one entry means
+    /// the folder mixes runs computed under different kernel sets (a grid resumed elsewhere).
+    std::map<std::string, int> numerics;
 };
 
 /// Reads DIR/plan.json and every DIR/e*/runs/*/{result,measures}.json. Results are sorted
