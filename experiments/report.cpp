@@ -265,6 +265,8 @@ bool planned(const nlohmann::json& plan, const std::string& experiment) {
 // OpenBLAS kernel set, and a folder resumed on another machine mixes two sets of networks.
 std::string numerics_paragraph(const std::map<std::string, int>& numerics) {
     if (numerics.empty()) return "";
+    if (numerics.size() == 1 && numerics.begin()->first == numerics_text({}))
+        return "Numerics: not recorded (results written by an older minsharp).\n\n";
     if (numerics.size() == 1)
         return "Numerics: every result was computed with " + numerics.begin()->first +
                ". The same seeds train slightly different networks under another OpenBLAS "
