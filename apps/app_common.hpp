@@ -81,13 +81,20 @@ inline void print_error(const CLI::App& cli, std::string message) {
 
 }  // namespace detail
 
-/// Re-executes with OpenBLAS kernels the CPU can run if OpenBLAS fell back to older ones
-/// (minsharp/core/blas_core.hpp), keeps freed memory for reuse (minsharp/core/memory.hpp),
+/// Refuses OpenBLAS kernels the CPU cannot run (a forced OPENBLAS_CORETYPE: exit 1 with the
+/// reason), re-executes with OpenBLAS kernels the CPU can run if OpenBLAS fell back to older
+/// ones (minsharp/core/blas_core.hpp), keeps freed memory for reuse (minsharp/core/memory.hpp),
 /// parses the command line and runs `body`. --help and --version exit 0; a command-line
 /// error (unknown option, bad or out-of-range value, missing option) prints
 /// "<app>: error: <message>" and exits 2; an exception from `body` prints the same line
 /// and exits 1.
 inline int run(CLI::App& cli, int argc, char** argv, const std::function<void()>& body) {
+    try {
+        require_runnable_blas_core();
+    } catch (const Error& e) {
+        detail::print_error(cli, e.what());
+        return exit_runtime_error;
+    }
     reexec_with_better_blas_core(argv);
     keep_freed_memory();
     detail::require_plain_integers(cli);

@@ -144,6 +144,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
+        minsharp::require_runnable_blas_core();
         std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
         set_threads(args.threads);
         const auto models = split_commas(args.models);

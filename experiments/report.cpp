@@ -2,6 +2,7 @@
 
 #include "report_parts.hpp"
 
+#include "minsharp/core/numerics.hpp"
 #include "minsharp/experiments/support.hpp"
 
 #include "minsharp/io/files.hpp"

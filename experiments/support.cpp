@@ -1,9 +1,7 @@
 #include "minsharp/experiments/support.hpp"
 
-#include "minsharp/core/blas_core.hpp"
-#include "minsharp/core/cpu.hpp"
+#include "minsharp/core/numerics.hpp"
 #include "minsharp/core/random.hpp"
-#include "minsharp/core/simd.hpp"
 #include "minsharp/io/files.hpp"
 
 #include <algorithm>
@@ -23,19 +21,6 @@ nlohmann::json read_json(const fs::path& file) {
 
 void write_json(const fs::path& file, const nlohmann::json& j) {
     write_file_atomic(file, j.dump(2) + "\n");
-}
-
-nlohmann::json numerics_json() {
-    return {{"openblas_core", blas_core_name()},
-            {"simd_kernels", std::string(simd_isa())},
-            {"cpu_isa", isa_level()}};
-}
-
-std::string numerics_text(const nlohmann::json& result) {
-    if (!result.contains("numerics") || !result["numerics"].is_object()) return "not recorded";
-    const nlohmann::json& n = result["numerics"];
-    return "OpenBLAS " + n.value("openblas_core", "?") + ", minsharp " +
-           n.value("simd_kernels", "?") + " kernels, CPU " + n.value("cpu_isa", "?");
 }
 
 void write_result(const Job& job, nlohmann::json result) {

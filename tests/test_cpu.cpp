@@ -54,7 +54,7 @@ constexpr unsigned long long ymm_states = 0x6, zmm_states = 0xe6;
 
 CpuFeatures with_avx2_fma() {
     CpuFeatures cpu;
-    cpu.sse2 = cpu.sse4_2 = cpu.avx2 = cpu.fma = true;
+    cpu.sse2 = cpu.sse4_2 = cpu.avx = cpu.avx2 = cpu.fma = true;
     return cpu;
 }
 
@@ -90,6 +90,7 @@ BOOST_AUTO_TEST_CASE(features_agree_with_proc_cpuinfo_and_the_os_saved_registers
     const std::map<std::string, std::pair<bool, bool>> expected_and_found = {
         {"sse2", {flags.count("sse2") == 1, cpu.sse2}},
         {"sse4_2", {flags.count("sse4_2") == 1, cpu.sse4_2}},
+        {"avx", {flags.count("avx") && ymm, cpu.avx}},
         {"avx2", {flags.count("avx2") && ymm, cpu.avx2}},
         {"fma", {flags.count("fma") && ymm, cpu.fma}},
         {"avx512f", {flags.count("avx512f") && zmm, cpu.avx512f}},
@@ -186,4 +187,34 @@ BOOST_AUTO_TEST_CASE(better_blas_core_only_replaces_a_fallback_older_than_the_cp
     CpuFeatures avx2_without_fma = avx2;
     avx2_without_fma.fma = false;
     BOOST_TEST(better_blas_core("Prescott", avx2_without_fma) == "");
+}
+
+// A forced OPENBLAS_CORETYPE is obeyed unchecked; the apps refuse a set the CPU cannot run.
+BOOST_AUTO_TEST_CASE(blas_core_missing_extensions_names_what_a_kernel_set_needs) {
+    const CpuFeatures avx512 = with_skylake_avx512(), avx2 = with_avx2_fma();
+    CpuFeatures sse42;
+    sse42.sse2 = sse42.sse4_2 = true;
+    CpuFeatures avx_only = sse42;
+    avx_only.avx = true;
+    for (const char* core : {"SkylakeX", "Cooperlake"}) {
+        BOOST_TEST(blas_core_missing_extensions(core, avx512) == "");
+        BOOST_TEST(blas_core_missing_extensions(core, avx2) == "AVX-512F");
+        BOOST_TEST(blas_core_missing_extensions(core, sse42) == "AVX-512F");
+    }
+    for (const char* core : {"Haswell", "Zen"}) {
+        BOOST_TEST(blas_core_missing_extensions(core, avx512) == "");
+        BOOST_TEST(blas_core_missing_extensions(core, avx2) == "");
+        BOOST_TEST(blas_core_missing_extensions(core, avx_only) == "AVX2 and FMA");
+        BOOST_TEST(blas_core_missing_extensions(core, sse42) == "AVX2 and FMA");
+    }
+    CpuFeatures avx2_without_fma = avx2;
+    avx2_without_fma.fma = false;
+    BOOST_TEST(blas_core_missing_extensions("Haswell", avx2_without_fma) == "AVX2 and FMA");
+    BOOST_TEST(blas_core_missing_extensions("Sandybridge", avx_only) == "");
+    BOOST_TEST(blas_core_missing_extensions("Sandybridge", sse42) == "AVX");
+    for (const char* core : {"Prescott", "Nehalem", "Core2"})
+        BOOST_TEST(blas_core_missing_extensions(core, CpuFeatures{}) == "");
+    // The kernels in use here run on this CPU, or the suite could not have got this far.
+    BOOST_TEST(blas_core_missing_extensions(blas_core_name(), cpu_features()) == "");
+    BOOST_CHECK_NO_THROW(require_runnable_blas_core());
 }

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE experiments
 #include <boost/test/unit_test.hpp>
 
+#include "minsharp/core/numerics.hpp"
 #include "minsharp/experiments/planning.hpp"
 #include "minsharp/experiments/profiles.hpp"
 #include "minsharp/experiments/runner.hpp"

@@ -3,7 +3,12 @@
 
 #include "synthetic.hpp"
 
+#include "minsharp/core/blas_core.hpp"
+#include "minsharp/core/cpu.hpp"
+#include "minsharp/core/numerics.hpp"
+#include "minsharp/core/simd.hpp"
 #include "minsharp/io/checkpoint.hpp"
+#include "minsharp/io/files.hpp"
 #include "minsharp/nn/models.hpp"
 #include "minsharp/sharpness/measures.hpp"
 #include "minsharp/train/training.hpp"
@@ -61,6 +66,12 @@ BOOST_AUTO_TEST_CASE(training_learns_the_synthetic_task_and_writes_its_files) {
     for (const char* f : {"config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors"})
         BOOST_TEST(fs::exists(dir / f), f);
     BOOST_TEST(same_weights(load_model<float>(dir / "model.safetensors"), result.model));
+    // config.json reads back as the config, and names the kernels that did the rounding.
+    const auto config = nlohmann::json::parse(read_file(dir / "config.json"));
+    BOOST_TEST(TrainConfig::from_json(config).to_json() == small_config().to_json());
+    BOOST_TEST(config.at("numerics") == numerics_json());
+    BOOST_TEST(numerics_text(config) == "OpenBLAS " + blas_core_name() + ", minsharp " +
+                                            std::string(simd_isa()) + " kernels, CPU " + isa_level());
 }
 
 BOOST_AUTO_TEST_CASE(same_seed_gives_bit_identical_weights_and_another_seed_does_not) {

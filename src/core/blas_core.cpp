@@ -1,5 +1,8 @@
-// Choosing OpenBLAS's kernels when its own CPU detection falls back (see blas_core.hpp).
+// Choosing OpenBLAS's kernels when its own CPU detection falls back, and refusing a forced set
+// the CPU cannot run (see blas_core.hpp).
 #include "minsharp/core/blas_core.hpp"
+
+#include "minsharp/core/tensor.hpp"
 
 #include <unistd.h>
 
@@ -18,21 +21,51 @@ constexpr std::array<std::string_view, 18> pre_avx2_cores = {
     "Penryn",   "Dunnington", "Nehalem",   "Atom",      "Sandybridge",  "Opteron",
     "Opteron_SSE3", "Barcelona", "Bobcat", "Bulldozer", "Piledriver",   "Steamroller"};
 
-bool is_pre_avx2(std::string_view core) {
-    for (std::string_view old : pre_avx2_cores)
-        if (core == old) return true;
-    return false;
-}
-
 bool is_set(const char* variable) {
     const char* value = std::getenv(variable);
     return value && *value;
 }
 
+// OpenBLAS 0.3.21's kernel sets that need more than x86-64's SSE2, by what they add.
+constexpr std::array<std::string_view, 3> avx512_cores = {"SkylakeX", "Cooperlake",
+                                                          "SapphireRapids"};
+constexpr std::array<std::string_view, 2> avx2_fma_cores = {"Haswell", "Zen"};
+constexpr std::array<std::string_view, 5> avx_cores = {"Sandybridge", "Bulldozer", "Piledriver",
+                                                       "Steamroller", "Excavator"};
+
+template <std::size_t N>
+bool is_one_of(std::string_view core, const std::array<std::string_view, N>& cores) {
+    for (std::string_view c : cores)
+        if (core == c) return true;
+    return false;
+}
+
 }  // namespace
 
+std::string blas_core_missing_extensions(std::string_view core, const CpuFeatures& cpu) {
+    if (is_one_of(core, avx512_cores) && !cpu.avx512f) return "AVX-512F";
+    if (is_one_of(core, avx2_fma_cores) && !(cpu.avx2 && cpu.fma)) return "AVX2 and FMA";
+    if (is_one_of(core, avx_cores) && !cpu.avx) return "AVX";
+    return "";
+}
+
+void require_runnable_blas_core() {
+    const std::string core = blas_core_name();
+    const std::string missing = blas_core_missing_extensions(core, cpu_features());
+    if (missing.empty()) return;
+    const std::string why = is_set("OPENBLAS_CORETYPE")
+                                ? "OPENBLAS_CORETYPE=" + std::string(std::getenv("OPENBLAS_CORETYPE")) +
+                                      " makes OpenBLAS use"
+                                : "OpenBLAS chose";
+    throw Error(why + " its " + core + " kernels, which need " + missing +
+                "; this CPU (ISA " + isa_level() +
+                ") lacks them and would stop at the first matrix product with an illegal "
+                "instruction. Unset OPENBLAS_CORETYPE, or set it to kernels this CPU runs "
+                "(e.g. Nehalem for SSE4.2, Haswell for AVX2 and FMA)");
+}
+
 std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu) {
-    if (!is_pre_avx2(chosen)) return "";
+    if (!is_one_of(chosen, pre_avx2_cores)) return "";
     // SkylakeX is OpenBLAS's AVX-512 set for any CPU with these five extensions; Haswell
     // its AVX2 + FMA set. Both run on every later CPU that has the extensions.
     if (cpu.avx512f && cpu.avx512cd && cpu.avx512bw && cpu.avx512dq && cpu.avx512vl)

@@ -14,6 +14,7 @@ CpuFeatures detect_cpu_features() {
     __builtin_cpu_init();
     cpu.sse2 = __builtin_cpu_supports("sse2");
     cpu.sse4_2 = __builtin_cpu_supports("sse4.2");
+    cpu.avx = __builtin_cpu_supports("avx");
     cpu.avx2 = __builtin_cpu_supports("avx2");
     cpu.fma = __builtin_cpu_supports("fma");
     cpu.avx512f = __builtin_cpu_supports("avx512f");

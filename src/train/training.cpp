@@ -2,6 +2,7 @@
 
 #include "minsharp/io/checkpoint.hpp"
 #include "minsharp/core/clock.hpp"
+#include "minsharp/core/numerics.hpp"
 #include "minsharp/nn/models.hpp"
 #include "minsharp/core/parallel.hpp"
 #include "minsharp/core/progress.hpp"
@@ -53,6 +54,14 @@ void require(bool ok, const std::string& what) {
 nlohmann::json resumable_part(const TrainConfig& c) {
     nlohmann::json j = c.to_json();
     for (const char* key : {"epochs", "threads", "eval_every", "checkpoint_every"}) j.erase(key);
+    return j;
+}
+
+// config.json: the settings, and the numerics that decide the rounding on this machine (the
+// same seed trains a different network under another OpenBLAS kernel set).
+nlohmann::json config_record(const TrainConfig& c) {
+    nlohmann::json j = c.to_json();
+    j["numerics"] = numerics_json();
     return j;
 }
 
@@ -695,7 +704,7 @@ RunResult train_run(const TrainConfig& config, const std::filesystem::path& dir,
     } else {
         remove_run_files(files);  // nothing there, --force, or nothing to resume from
     }
-    write_file_atomic(files.config(), config.to_json().dump(2) + "\n");
+    write_file_atomic(files.config(), config_record(config).dump(2) + "\n");
     std::optional<SharpnessTracker> tracker;
     if (options.track.enabled()) {
         tracker.emplace(options.track, data->train, config.seed);

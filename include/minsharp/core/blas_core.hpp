@@ -24,6 +24,17 @@ std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu);
 /// exec fails. Call first thing in main, before any thread starts.
 void reexec_with_better_blas_core(char** argv);
 
+/// The instruction-set extensions that OpenBLAS's kernel set `core` needs and `cpu` lacks, e.g.
+/// "AVX2 and FMA" for Haswell on an SSE-only CPU; "" when the CPU runs them (or the set needs
+/// nothing beyond x86-64). OpenBLAS never picks such a set itself, but obeys OPENBLAS_CORETYPE
+/// without checking, and its first kernel call then dies of an illegal instruction.
+std::string blas_core_missing_extensions(std::string_view core, const CpuFeatures& cpu);
+
+/// Throws Error, naming OPENBLAS_CORETYPE and the missing extensions, when the kernels OpenBLAS
+/// uses need extensions this CPU lacks: a clear message instead of SIGILL at the first product.
+/// Call first thing in main, before reexec_with_better_blas_core.
+void require_runnable_blas_core();
+
 /// openblas_get_corename(), e.g. "SkylakeX", "Haswell", "Zen", "Prescott".
 std::string blas_core_name();
 

@@ -14,6 +14,7 @@ namespace minsharp {
 struct CpuFeatures {
     bool sse2 = false;
     bool sse4_2 = false;
+    bool avx = false;
     bool avx2 = false;
     bool fma = false;
     bool avx512f = false;   ///< foundation: the 512-bit registers and float arithmetic

@@ -24,16 +24,6 @@ nlohmann::json read_json(const std::filesystem::path& file);
 /// Writes `j` (indented) atomically.
 void write_json(const std::filesystem::path& file, const nlohmann::json& j);
 
-/// What decides this process's float rounding: OpenBLAS's kernel set, minsharp's SIMD kernels
-/// and the CPU's ISA level. The same seed trains a different network under another OpenBLAS
-/// kernel set (docs/experiments.md), so every result records them.
-nlohmann::json numerics_json();
-
-/// "OpenBLAS Haswell, minsharp avx512 kernels, CPU avx512f" for a result's "numerics", or
-/// "not recorded" for a result written before results carried it. Throws for a non-string
-/// entry, which the collector reports as an unreadable result.
-std::string numerics_text(const nlohmann::json& result);
-
 /// Writes a job's result to job.result_file(), stamped with the job's identity under "job"
 /// (what the runner checks before it skips a finished job) and numerics_json() under
 /// "numerics".
