@@ -30,10 +30,12 @@ failures=0
 
 fail() { echo "emulated: FAIL: $*"; failures=$((failures + 1)); }
 
+without_host_blas_pins() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@"; }
+
 emulate() {  # emulate CPU COMMAND...: COMMAND on the emulated CPU, without the host's BLAS pins
   local cpu=$1
   shift
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE qemu-x86_64 -cpu "$cpu" "$@" \
+  without_host_blas_pins qemu-x86_64 -cpu "$cpu" "$@" \
     2> >(grep -v "TCG doesn't support requested feature" >&2)
 }
 
@@ -55,7 +57,7 @@ print(n["cpu_isa"], n["simd_kernels"], n["openblas_core"])' "$work/$cpu-numerics
 
 run_unit_suite() {  # run_unit_suite CPU
   local cpu=$1
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE meson test -C "$build" --num-processes 1 \
+  without_host_blas_pins meson test -C "$build" --num-processes 1 \
     --suite unit --no-suite slow-emulated --print-errorlogs --logbase "emulated-$cpu" \
     --wrapper "qemu-x86_64 -cpu $cpu" || fail "$cpu: unit suite"
 }

@@ -90,12 +90,11 @@ inline void print_error(const CLI::App& cli, std::string message) {
 /// and exits 1.
 inline int run(CLI::App& cli, int argc, char** argv, const std::function<void()>& body) {
     try {
-        require_runnable_blas_core();
+        settle_blas_core(argv);
     } catch (const Error& e) {
         detail::print_error(cli, e.what());
         return exit_runtime_error;
     }
-    reexec_with_better_blas_core(argv);
     keep_freed_memory();
     detail::require_plain_integers(cli);
     try {

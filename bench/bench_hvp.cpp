@@ -144,8 +144,7 @@ void time_model(const std::string& name, const Dataset& train, const Args& args)
 }  // namespace
 
 int main(int argc, char** argv) try {
-    minsharp::require_runnable_blas_core();
-    minsharp::reexec_with_better_blas_core(argv);
+    minsharp::settle_blas_core(argv);
     minsharp::keep_freed_memory();
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
     const Args args = parse(argc, argv);

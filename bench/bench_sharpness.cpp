@@ -244,8 +244,7 @@ void full_mlp_memory(const Dataset& train, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-    minsharp::require_runnable_blas_core();
-    minsharp::reexec_with_better_blas_core(argv);
+    minsharp::settle_blas_core(argv);
     minsharp::keep_freed_memory();
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
     const Args args = parse(argc, argv);

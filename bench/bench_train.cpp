@@ -134,8 +134,6 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    minsharp::reexec_with_better_blas_core(argv);
-    minsharp::keep_freed_memory();
     Args args;
     try {
         args = parse(argc, argv);
@@ -144,7 +142,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        minsharp::require_runnable_blas_core();
+        minsharp::settle_blas_core(argv);  // before any thread starts
+        minsharp::keep_freed_memory();
         std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured
         set_threads(args.threads);
         const auto models = split_commas(args.models);

@@ -76,7 +76,8 @@ std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu) {
 
 std::string blas_core_name() { return openblas_get_corename(); }
 
-void reexec_with_better_blas_core(char** argv) {
+void settle_blas_core(char** argv) {
+    require_runnable_blas_core();
     if (is_set("OPENBLAS_CORETYPE") || is_set("MINSHARP_KEEP_BLAS_CORE")) return;
     const std::string core = better_blas_core(blas_core_name(), cpu_features());
     if (core.empty()) return;

@@ -18,12 +18,6 @@ namespace minsharp {
 /// `chosen` is openblas_get_corename().
 std::string better_blas_core(std::string_view chosen, const CpuFeatures& cpu);
 
-/// Re-executes this program with OPENBLAS_CORETYPE set when OpenBLAS fell back to kernels
-/// older than the CPU, unless the user set OPENBLAS_CORETYPE (then their choice stands) or
-/// MINSHARP_KEEP_BLAS_CORE=1. Returns (changing nothing) when there is nothing to do or
-/// exec fails. Call first thing in main, before any thread starts.
-void reexec_with_better_blas_core(char** argv);
-
 /// The instruction-set extensions that OpenBLAS's kernel set `core` needs and `cpu` lacks, e.g.
 /// "AVX2 and FMA" for Haswell on an SSE-only CPU; "" when the CPU runs them (or the set needs
 /// nothing beyond x86-64). OpenBLAS never picks such a set itself, but obeys OPENBLAS_CORETYPE
@@ -32,8 +26,14 @@ std::string blas_core_missing_extensions(std::string_view core, const CpuFeature
 
 /// Throws Error, naming OPENBLAS_CORETYPE and the missing extensions, when the kernels OpenBLAS
 /// uses need extensions this CPU lacks: a clear message instead of SIGILL at the first product.
-/// Call first thing in main, before reexec_with_better_blas_core.
 void require_runnable_blas_core();
+
+/// What every app and bench does first in main, before any thread starts:
+/// require_runnable_blas_core(), then, when OpenBLAS fell back to kernels older than the CPU,
+/// re-executes this program with OPENBLAS_CORETYPE set to better ones, unless the user set
+/// OPENBLAS_CORETYPE (then their choice stands) or MINSHARP_KEEP_BLAS_CORE=1. Returns
+/// (changing nothing) when there is nothing to do or exec fails.
+void settle_blas_core(char** argv);
 
 /// openblas_get_corename(), e.g. "SkylakeX", "Haswell", "Zen", "Prescott".
 std::string blas_core_name();
