@@ -42,7 +42,7 @@ emulate() {  # emulate CPU COMMAND...: COMMAND on the emulated CPU, without the 
 
 # 128 images at batch 32: every step runs every forward and backward kernel and any differing
 # bit stays in the weights; more images only cost time, and under qemu on an Intel host one
-# epoch of LeNet on 2,048 images took over 20 minutes (tests/meson.build).
+# epoch of LeNet on 2,048 images took over 20 minutes (docs/portability.md).
 train_one_epoch() {  # train_one_epoch OUT MODEL [runner...]: 128 images, seed 0, 2 threads
   local out=$1 model=$2
   shift 2
